@@ -1,0 +1,78 @@
+"""sendai_async: the asyncio-first Python SDK for Send AI's document-processing API."""
+
+from ._batch import BatchError, BatchResult, RawTaskResult, TaskResult
+from ._client import SendAI
+from ._config import RetryPolicy, Timeout
+from ._errors import (
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    ClientClosedError,
+    ConfigurationError,
+    ConflictError,
+    DecodeError,
+    NotFoundError,
+    PaginationError,
+    PermissionDeniedError,
+    RateLimitError,
+    RequestTimeoutError,
+    ResponseTooLargeError,
+    SendAIError,
+    ServerError,
+    TransportError,
+)
+from ._hooks import Hooks, RequestEvent, ResponseEvent, RetryEvent
+from ._models import (
+    Annotation,
+    Checkbox,
+    MetaItem,
+    Page,
+    Point,
+    Segment,
+    Signature,
+    StepType,
+    Task,
+    TaskStatus,
+)
+from ._version import __version__
+
+__all__ = [
+    "APIStatusError",
+    "Annotation",
+    "AuthenticationError",
+    "BadRequestError",
+    "BatchError",
+    "BatchResult",
+    "Checkbox",
+    "ClientClosedError",
+    "ConfigurationError",
+    "ConflictError",
+    "DecodeError",
+    "Hooks",
+    "MetaItem",
+    "NotFoundError",
+    "Page",
+    "PaginationError",
+    "PermissionDeniedError",
+    "Point",
+    "RateLimitError",
+    "RawTaskResult",
+    "RequestEvent",
+    "RequestTimeoutError",
+    "ResponseEvent",
+    "ResponseTooLargeError",
+    "RetryEvent",
+    "RetryPolicy",
+    "Segment",
+    "SendAI",
+    "SendAIError",
+    "ServerError",
+    "Signature",
+    "StepType",
+    "Task",
+    "TaskResult",
+    "TaskStatus",
+    "Timeout",
+    "TransportError",
+    "__version__",
+]

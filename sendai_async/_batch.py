@@ -1,0 +1,264 @@
+"""Bulk fetching: a fixed pool of workers pulling IDs lazily from any (async) iterable.
+
+Why a pool and not one coroutine per ID: memory stays proportional to ``concurrency``
+(plus one entry per distinct ID for de-duplication, which ``dedupe=False`` drops), and at
+most ``concurrency`` requests are ever in flight, whatever the number of IDs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sized,
+)
+from typing import Any, Generic, TypeVar
+
+import attrs
+
+from ._errors import (
+    AuthenticationError,
+    ConfigurationError,
+    PermissionDeniedError,
+    SendAIError,
+)
+from ._models import Task
+
+T = TypeVar("T")
+
+TaskIds = Iterable[str] | AsyncIterable[str]
+ProgressCallback = Callable[[int, int, int | None], None]
+PoolItem = tuple[int, str, T | None, SendAIError | None]
+
+# Errors that would fail every remaining ID the same way: the batch stops instead.
+FATAL_ERRORS = (AuthenticationError, PermissionDeniedError)
+
+
+@attrs.frozen(kw_only=True)
+class TaskResult:
+    """The outcome for one task ID: a ``Task`` or the error that prevented it.
+
+    Attributes:
+        task_id: The ID as given.
+        task: The task, or ``None`` when fetching failed.
+        error: The typed error, or ``None`` on success.
+
+    """
+
+    task_id: str
+    task: Task | None = None
+    error: SendAIError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the task was fetched."""
+        return self.error is None
+
+
+@attrs.frozen(kw_only=True)
+class RawTaskResult:
+    """The outcome for one task ID in raw mode: the payload exactly as decoded, or an error."""
+
+    task_id: str
+    payload: dict[str, Any] | None = None
+    error: SendAIError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the payload was fetched."""
+        return self.error is None
+
+
+class BatchError(SendAIError):
+    """Some tasks of a batch failed; raised by ``BatchResult.raise_for_errors()``."""
+
+
+@attrs.frozen
+class BatchResult:
+    """Every ID of a ``get_many`` call, in input order (a repeated ID once, where first seen).
+
+    Attributes:
+        results: One ``TaskResult`` per distinct input ID.
+
+    """
+
+    results: tuple[TaskResult, ...]
+
+    @property
+    def tasks(self) -> list[Task]:
+        """The tasks fetched, in input order."""
+        return [r.task for r in self.results if r.task is not None]
+
+    @property
+    def errors(self) -> dict[str, SendAIError]:
+        """``{task_id: error}`` for every ID that failed."""
+        return {r.task_id: r.error for r in self.results if r.error is not None}
+
+    @property
+    def ok(self) -> bool:
+        """Whether every ID was fetched."""
+        return all(r.error is None for r in self.results)
+
+    def raise_for_errors(self) -> None:
+        """Raise ``BatchError`` (with this result as ``.batch``) if any ID failed."""
+        errors = self.errors
+        if not errors:
+            return
+        first_id, first = next(iter(errors.items()))
+        error = BatchError(
+            f"{len(errors)} of {len(self.results)} tasks failed; first: {first_id!r}: {first}"
+        )
+        error.batch = self
+        raise error
+
+
+class _Done:
+    __slots__ = ()
+
+
+class _Fatal:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_DONE = _Done()
+
+
+async def _as_async_iterator(ids: TaskIds) -> AsyncGenerator[str, None]:
+    if isinstance(ids, AsyncIterable):
+        async for item in ids:
+            yield item
+    else:
+        for item in ids:
+            yield item
+
+
+class _Pool(Generic[T]):
+    """The shared state of one ``run_pool`` call: the ID source, the workers, the output."""
+
+    def __init__(
+        self,
+        ids: TaskIds,
+        fetch: Callable[[str], Awaitable[T]],
+        *,
+        concurrency: int,
+        dedupe: bool,
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        self.fetch = fetch
+        self.total = len(ids) if isinstance(ids, Sized) else None
+        self.source = _as_async_iterator(ids)
+        self.pull_lock = asyncio.Lock()  # an async iterator must not be advanced concurrently
+        self.seen: set[str] | None = set() if dedupe else None
+        self.position = 0
+        self.done = 0
+        self.failed = 0
+        self.on_progress = on_progress
+        self.out: asyncio.Queue[PoolItem[T] | _Done | _Fatal] = asyncio.Queue(maxsize=concurrency)
+        self.running = concurrency
+        self.stopping = False
+        self.workers = [asyncio.create_task(self.work()) for _ in range(concurrency)]
+
+    async def next_id(self) -> tuple[int, str] | None:
+        """Pull the next ID not seen before, with its input position; ``None`` at the end."""
+        async with self.pull_lock:
+            while not self.stopping:
+                try:
+                    task_id = await self.source.__anext__()
+                except StopAsyncIteration:
+                    return None
+                if self.seen is not None and isinstance(task_id, str):
+                    # A non-string ID is not hashed here: fetch() reports it as that ID's error.
+                    if task_id in self.seen:
+                        continue
+                    self.seen.add(task_id)
+                self.position += 1
+                return self.position - 1, task_id
+            return None
+
+    async def work(self) -> None:
+        """Fetch IDs until the source is exhausted or the pool stops."""
+        try:
+            while (item := await self.next_id()) is not None:
+                index, task_id = item
+                value: T | None = None
+                error: SendAIError | None = None
+                try:
+                    value = await self.fetch(task_id)
+                except FATAL_ERRORS as exc:
+                    await self.stop_with(exc)
+                    return
+                except SendAIError as exc:
+                    error = exc
+                self.count(error)
+                await self.out.put((index, task_id, value, error))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 -- the ID source failed: surface it
+            await self.stop_with(exc)
+            return
+        self.running -= 1
+        if self.running == 0:
+            await self.out.put(_DONE)
+
+    def count(self, error: SendAIError | None) -> None:
+        """Update the counters and report progress."""
+        if error is None:
+            self.done += 1
+        else:
+            self.failed += 1
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.failed, self.total)
+
+    async def stop_with(self, error: BaseException) -> None:
+        """Stop every other worker and hand ``error`` to the consumer."""
+        self.stopping = True
+        current = asyncio.current_task()
+        for other in self.workers:
+            if other is not current:
+                other.cancel()
+        await self.out.put(_Fatal(error))
+
+    async def shutdown(self) -> None:
+        """Cancel every worker, wait for them, and close the ID source."""
+        self.stopping = True
+        for worker in self.workers:
+            worker.cancel()
+        await asyncio.gather(*self.workers, return_exceptions=True)
+        await self.source.aclose()
+
+
+async def run_pool(
+    ids: TaskIds,
+    fetch: Callable[[str], Awaitable[T]],
+    *,
+    concurrency: int,
+    dedupe: bool = True,
+    on_progress: ProgressCallback | None = None,
+) -> AsyncGenerator[PoolItem[T], None]:
+    """Yield ``(position, id, value, error)`` per distinct ID, in completion order.
+
+    ``position`` is where the ID was first seen in the input. A 401 or 403 stops the pool:
+    nothing new starts, in-flight requests are cancelled, and the error is raised after
+    the results that had already finished. Leaving early (``break``, ``aclose()`` or
+    cancellation) cancels every worker before returning.
+    """
+    if concurrency < 1:
+        raise ConfigurationError(f"concurrency must be at least 1, got {concurrency!r}")
+    pool = _Pool(ids, fetch, concurrency=concurrency, dedupe=dedupe, on_progress=on_progress)
+    try:
+        while True:
+            item = await pool.out.get()
+            if isinstance(item, _Done):
+                return
+            if isinstance(item, _Fatal):
+                raise item.error
+            yield item
+    finally:
+        await pool.shutdown()

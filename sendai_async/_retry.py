@@ -1,0 +1,218 @@
+"""Retries: which failures are retried, how long to wait, and the tenacity adapter.
+
+tenacity does the looping; this module decides. Every call builds a fresh ``AsyncRetrying``
+(a shared one would share its statistics and state across concurrent calls). tenacity's own
+types never leave this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from email.utils import parsedate_to_datetime
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+
+from ._config import RetryPolicy
+from ._errors import APIStatusError, RequestTimeoutError, SendAIError, TransportError
+
+T = TypeVar("T")
+
+# Indirections so tests (and sendai_async.testing) can run retries without real waiting.
+_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+_clock: Callable[[], float] = time.monotonic
+_wall_clock: Callable[[], float] = time.time
+
+_RETRY_COST = 5
+_TIMEOUT_RETRY_COST = 10
+_SUCCESS_REFUND = 1
+
+
+async def _dynamic_sleep(seconds: float) -> None:
+    # Looked up at call time so a patched `_sleep` takes effect in running code.
+    await _sleep(seconds)
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Return the wait in seconds the server asked for, or ``None``.
+
+    Reads ``retry-after-ms`` first (milliseconds), then ``Retry-After`` as delta-seconds
+    or as an HTTP date in any of the three RFC 9110 formats (taken as UTC). A garbage or
+    negative value is ignored rather than failing the call.
+    """
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            millis = float(raw_ms)
+        except ValueError:
+            millis = -1.0
+        if 0 <= millis < float("inf"):
+            return millis / 1000
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        return _seconds_until_http_date(raw)
+    return seconds if 0 <= seconds < float("inf") else None
+
+
+def _seconds_until_http_date(raw: str) -> float | None:
+    # email.utils reads IMF-fixdate, RFC 850 and asctime alike; all three are UTC by spec.
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - _wall_clock())
+
+
+def is_retryable(exc: BaseException, policy: RetryPolicy) -> bool:
+    """Whether ``exc`` is worth another attempt under ``policy``."""
+    if isinstance(exc, APIStatusError):
+        return exc.status_code in policy.retry_statuses
+    if isinstance(exc, TransportError):
+        return exc.retryable
+    return False
+
+
+def backoff(attempt: int, policy: RetryPolicy) -> float:
+    """Return the full-jitter backoff before the attempt after ``attempt`` (1-based)."""
+    ceiling = min(policy.backoff_max, policy.backoff_base * 2 ** (attempt - 1))
+    return random.uniform(0, ceiling)  # noqa: S311 -- jitter, not cryptography
+
+
+class RetryBudget:
+    """A client-wide token bucket that caps how many retries a client makes.
+
+    Modelled on botocore's retry quota: when the server is failing everything, retries are
+    what multiply its load, so each retry spends tokens and successes earn them back. An
+    empty bucket means failures are returned without retrying.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._tokens = capacity
+        self._lock = threading.Lock()  # one client may serve several threads' loops
+
+    @property
+    def tokens(self) -> int:
+        """Tokens left."""
+        return self._tokens
+
+    def acquire(self, cost: int) -> bool:
+        """Spend ``cost`` tokens if that many are left."""
+        with self._lock:
+            if self._tokens < cost:
+                return False
+            self._tokens -= cost
+            return True
+
+    def release(self, amount: int) -> None:
+        """Return ``amount`` tokens, up to the capacity."""
+        with self._lock:
+            self._tokens = min(self.capacity, self._tokens + amount)
+
+
+class NotBeforeGate:
+    """A client-wide "send nothing before" time, set by a 429's ``Retry-After``.
+
+    In bulk, one 429 means the team's limit is hit for every worker; each waiting only for
+    its own retry would send a wave of doomed requests. Every attempt waits for the gate.
+    """
+
+    __slots__ = ("_not_before",)
+
+    def __init__(self) -> None:
+        self._not_before = 0.0
+
+    def push(self, delay: float) -> None:
+        """Hold every new attempt back for ``delay`` seconds from now."""
+        self._not_before = max(self._not_before, _clock() + delay)
+
+    async def wait(self, deadline_at: float) -> None:
+        """Sleep until the gate opens (but not past ``deadline_at``)."""
+        now = _clock()
+        if self._not_before > now:
+            await _sleep(min(self._not_before, deadline_at) - now)
+
+
+class _StopDecision:
+    """tenacity ``stop``: decided after ``wait`` has computed the upcoming sleep."""
+
+    def __init__(self, policy: RetryPolicy, deadline_at: float, budget: RetryBudget | None) -> None:
+        self.policy = policy
+        self.deadline_at = deadline_at
+        self.budget = budget
+        self.spent = 0
+
+    def __call__(self, state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        if state.attempt_number >= self.policy.max_attempts or not isinstance(exc, SendAIError):
+            return True
+        server_wait = getattr(exc, "retry_after", None)
+        if server_wait is not None and server_wait > self.policy.max_retry_after:
+            return True
+        if _clock() + (state.upcoming_sleep or 0.0) >= self.deadline_at:
+            return True
+        if self.budget is not None:
+            cost = _TIMEOUT_RETRY_COST if isinstance(exc, RequestTimeoutError) else _RETRY_COST
+            if not self.budget.acquire(cost):
+                exc.retry_budget_exhausted = True
+                return True
+            self.spent = cost
+        return False
+
+
+def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        server_wait = getattr(exc, "retry_after", None)
+        if server_wait is not None:
+            return float(server_wait)
+        return backoff(state.attempt_number, policy)
+
+    return wait
+
+
+async def call_with_retries(
+    attempt: Callable[[int, float], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    budget: RetryBudget | None,
+    on_retry: Callable[[int, float, SendAIError], Awaitable[None]] | None = None,
+) -> T:
+    """Run ``attempt(attempt_number, deadline_at)`` until it succeeds or retrying must stop.
+
+    ``attempt`` must raise only ``SendAIError`` subclasses; the last one is re-raised as is.
+    Cancellation is never retried: it propagates out of tenacity at once.
+    """
+    deadline_at = _clock() + policy.deadline
+    stop = _StopDecision(policy, deadline_at, budget)
+
+    async def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        if on_retry is not None and isinstance(exc, SendAIError):
+            await on_retry(state.attempt_number, state.upcoming_sleep or 0.0, exc)
+
+    retrying = AsyncRetrying(
+        stop=stop,
+        wait=_wait(policy),
+        retry=retry_if_exception(lambda exc: is_retryable(exc, policy)),
+        sleep=_dynamic_sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    result: T
+    async for attempt_state in retrying:
+        with attempt_state:
+            result = await attempt(attempt_state.retry_state.attempt_number, deadline_at)
+    if budget is not None:
+        # A first-try success earns a token back; a success after retrying repays its retry.
+        budget.release(stop.spent or _SUCCESS_REFUND)
+    return result
