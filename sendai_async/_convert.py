@@ -263,7 +263,7 @@ def payload_of(document: Any) -> Any:
     """
     if type(document) is not dict:
         raise DecodeError(
-            f'expected a JSON object with a "payload" field, got {_json_type(document)}',
+            f'expected a JSON object with a "payload" field at $, got {_json_type(document)}',
             path="$",
         )
     try:
