@@ -104,9 +104,9 @@ def test_unknown_enum_values_are_kept(field: str, value: str, enum_cls: type) ->
     task = structure_task(_payload(**{field: value}))
     member: Any = getattr(task, field)
     assert isinstance(member, enum_cls)
-    assert member == value
     assert member.value == value
     assert not member.is_known
+    assert member == value
     assert task.to_dict()[field] == value
     assert TaskStatus.COMPLETED.is_known
 

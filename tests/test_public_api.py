@@ -33,7 +33,7 @@ def test_error_tree_matches_the_contract() -> None:
         s.ServerError,
     ):
         assert issubclass(cls, s.APIStatusError)
-    for cls in (
+    for base in (
         s.ConfigurationError,
         s.TransportError,
         s.APIStatusError,
