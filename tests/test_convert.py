@@ -99,10 +99,12 @@ def test_unknown_fields_are_ignored() -> None:
         pytest.param("step_type", "TRANSLATE", StepType, id="step-translate"),
     ],
 )
-def test_unknown_enum_values_are_kept(field: str, value: str, enum_cls: type) -> None:
+def test_unknown_enum_values_are_kept(
+    field: str, value: str, enum_cls: type[TaskStatus] | type[StepType]
+) -> None:
     """A status the SDK has never heard of structures fine and says it is unknown."""
     task = structure_task(_payload(**{field: value}))
-    member: Any = getattr(task, field)
+    member: TaskStatus | StepType = getattr(task, field)
     assert isinstance(member, enum_cls)
     assert member.value == value
     assert not member.is_known
