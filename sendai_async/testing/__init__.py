@@ -1,1 +1,25 @@
-"""Test support for users of sendai_async: a local sandbox server and a pytest plugin."""
+"""Test support for code that uses sendai_async: a local sandbox server and a pytest plugin.
+
+``SandboxServer`` speaks the Send AI API on 127.0.0.1 with deterministic synthetic tasks
+and faults on demand. The pytest plugin (installed with the package) provides the
+``sendai_sandbox`` and ``sendai_client`` fixtures, so your tests need no mocks::
+
+    async def test_my_report(sendai_client, sendai_sandbox):
+        task = await sendai_client.tasks.get(
+            sendai_sandbox.task_ids[0], project_id=sendai_sandbox.project_id
+        )
+"""
+
+from ._sandbox import FAULTS, SCRIPT_STEPS, SandboxServer, SandboxStats
+from ._synthetic import LARGE, SMALL, TaskShape, synthetic_task
+
+__all__ = [
+    "FAULTS",
+    "LARGE",
+    "SCRIPT_STEPS",
+    "SMALL",
+    "SandboxServer",
+    "SandboxStats",
+    "TaskShape",
+    "synthetic_task",
+]

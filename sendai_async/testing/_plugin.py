@@ -1,1 +1,37 @@
-"""pytest plugin (registered through the ``pytest11`` entry point)."""
+"""pytest plugin, registered through the ``pytest11`` entry point.
+
+The fixtures are synchronous on purpose: the sandbox runs on its own thread and loop, so
+they work with pytest-asyncio in any mode, with anyio, and in plain sync tests alike, and
+the plugin imports nothing that a user's test environment may lack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from .._client import SendAI
+from ._sandbox import SandboxServer
+
+
+@pytest.fixture
+def sendai_sandbox() -> Iterator[SandboxServer]:
+    """A running ``SandboxServer`` (100 small tasks, no faults) for one test.
+
+    Change its behaviour in the test: ``sendai_sandbox.script(task_id, [503, 200])`` or
+    ``sendai_sandbox.fault_rate = 0.1``.
+    """
+    with SandboxServer(tasks=100).in_thread() as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def sendai_client(sendai_sandbox: SandboxServer) -> SendAI:
+    """A ``SendAI`` client configured for ``sendai_sandbox``'s team, key and URL.
+
+    Its connections close when the test's event loop shuts down.
+    """
+    return SendAI(
+        sendai_sandbox.api_key, team_id=sendai_sandbox.team_id, base_url=sendai_sandbox.base_url
+    )

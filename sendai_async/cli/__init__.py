@@ -1,0 +1,268 @@
+"""The ``sendai-async`` command line: get one task, bulk-fetch, run the sandbox, demo.
+
+Exit status: 0 when everything asked for was done, 1 when some IDs failed or the server
+refused, 2 for a usage mistake (missing key, unreadable file, ...), 130 on Ctrl-C. A user
+mistake is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import orjson
+
+from .._client import SendAI
+from .._errors import ConfigurationError, SendAIError
+
+T = TypeVar("T")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """A mistake in how the command was called; reported in one line, exit status 2."""
+
+
+def _run(coro: Coroutine[Any, Any, T], loop: str) -> T:
+    """Run ``coro`` on uvloop when asked for (or, with ``auto``, when installed)."""
+    if loop != "asyncio":
+        try:
+            import uvloop  # noqa: PLC0415 -- optional, from the cli extra
+        except ImportError:
+            if loop == "uvloop":
+                coro.close()
+                raise UsageError("--loop uvloop: uvloop is not installed") from None
+        else:
+            return uvloop.run(coro)  # type: ignore[no-any-return]
+    return asyncio.run(coro)
+
+
+def _client(args: argparse.Namespace) -> SendAI:
+    return SendAI(team_id=args.team, base_url=args.base_url)
+
+
+# -- get ------------------------------------------------------------------------------
+
+
+async def _get(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        payload = await client.tasks.get_raw(args.task_id, project_id=args.project)
+    sys.stdout.buffer.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2) + b"\n")
+    return EXIT_OK
+
+
+# -- fetch ----------------------------------------------------------------------------
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    if not path.parent.is_dir():
+        raise UsageError(f"{flag} {path}: directory {path.parent} does not exist")
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory")
+
+
+def _id_lines(path: Path) -> Iterator[str]:
+    with path.open(encoding="utf-8") as stream:
+        yield from stream
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as stream:
+        return sum(1 for line in stream if line.strip())
+
+
+async def _fetch(args: argparse.Namespace) -> int:
+    from ._fetch import fetch_to_files  # noqa: PLC0415 -- keeps `get` fast to start
+
+    out = Path(args.out)
+    errors = Path(args.errors) if args.errors else out.with_name(out.name + ".errors.jsonl")
+    _check_writable(out, "--out")
+    _check_writable(errors, "--errors")
+    if args.ids == "-":
+        ids: Any = sys.stdin
+        total = None
+    else:
+        path = Path(args.ids)
+        try:
+            total = _count_lines(path)
+        except OSError as exc:
+            raise UsageError(f"--ids {path}: cannot read it ({exc.strerror})") from None
+        ids = _id_lines(path)
+    async with _client(args) as client:
+        summary = await fetch_to_files(
+            client,
+            ids,
+            project_id=args.project,
+            team_id=args.team,
+            out=out,
+            errors=errors,
+            concurrency=args.concurrency,
+            total=total,
+            progress=not args.no_progress,
+        )
+    for line in summary.lines():
+        print(line, file=sys.stderr)
+    print(f"output    {out}\nerrors    {errors}", file=sys.stderr)
+    return EXIT_OK if summary.failed == 0 and summary.stopped_by is None else EXIT_FAILED
+
+
+# -- sandbox and demo ---------------------------------------------------------------
+
+
+async def _sandbox(args: argparse.Namespace) -> int:
+    from ..testing import LARGE, SMALL, SandboxServer  # noqa: PLC0415
+
+    sandbox = SandboxServer(
+        tasks=args.tasks,
+        seed=args.seed,
+        fault_rate=args.fault_rate,
+        latency=args.latency / 1000,
+        host=args.host,
+        port=args.port,
+        shape=LARGE if args.large else SMALL,
+        api_key=args.key,
+    )
+    async with sandbox:
+        print(f"SENDAI_BASE_URL={sandbox.base_url}")
+        print(f"SENDAI_API_KEY={sandbox.api_key}")
+        print(f"SENDAI_TEAM_ID={sandbox.team_id}")
+        print(
+            f"# project: {sandbox.project_id}; tasks task_000000..{sandbox.task_id(args.tasks - 1)}"
+        )
+        print("# serving until interrupted (Ctrl-C)", flush=True)
+        await asyncio.Event().wait()
+    return EXIT_OK  # pragma: no cover -- only left by an interrupt
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo  # noqa: PLC0415
+
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    if out_dir is not None and not out_dir.is_dir():
+        raise UsageError(f"--out-dir {out_dir}: not a directory")
+    print(
+        f"sendai-async demo: bulk-fetching {args.tasks} tasks from a local sandbox that "
+        f"injects faults into {args.fault_rate:.0%} of responses",
+        file=sys.stderr,
+    )
+    summary, sandbox, out = await run_demo(
+        tasks=args.tasks,
+        fault_rate=args.fault_rate,
+        concurrency=args.concurrency,
+        seed=args.seed,
+        out_dir=out_dir,
+        progress=not args.no_progress,
+    )
+    faults = ", ".join(f"{kind} x{count}" for kind, count in sorted(sandbox.stats.faults.items()))
+    for line in summary.lines()[:2] + summary.lines()[3:]:
+        print(line)
+    print(f"faults    {sum(sandbox.stats.faults.values())} injected ({faults or 'none'})")
+    print(f"output    {out}")
+    if summary.fetched == args.tasks and summary.failed == 0:
+        print(f"OK: every one of the {args.tasks} tasks was delivered despite the faults.")
+        return EXIT_OK
+    print(f"INCOMPLETE: {summary.failed} tasks failed; see {out.with_name('errors.jsonl')}")
+    return EXIT_FAILED
+
+
+# -- parsing --------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sendai-async",
+        description="Fetch Send AI tasks. The API key is read from SENDAI_API_KEY.",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="event loop (auto: uvloop when installed)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def api_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--project", required=True, help="project ID")
+        command.add_argument("--team", help="team ID (default: SENDAI_TEAM_ID)")
+        command.add_argument(
+            "--base-url", help="API root (default: SENDAI_BASE_URL or api.send.ai)"
+        )
+
+    get = commands.add_parser("get", help="print one task's payload as JSON")
+    get.add_argument("task_id")
+    api_options(get)
+    get.set_defaults(handler=_get)
+
+    fetch = commands.add_parser("fetch", help="bulk-fetch tasks to JSONL (resumable)")
+    api_options(fetch)
+    fetch.add_argument(
+        "--ids", required=True, help="file of task IDs, one per line, or - for stdin"
+    )
+    fetch.add_argument("--out", required=True, help="JSONL output; re-running resumes it")
+    fetch.add_argument("--errors", help="JSONL of failed IDs (default: OUT.errors.jsonl)")
+    fetch.add_argument("--concurrency", type=_positive_int, default=16)
+    fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fetch.set_defaults(handler=_fetch)
+
+    sandbox = commands.add_parser("sandbox", help="run the local sandbox server")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8765)
+    sandbox.add_argument("--tasks", type=_positive_int, default=1000)
+    sandbox.add_argument("--fault-rate", type=_rate, default=0.0)
+    sandbox.add_argument("--latency", type=float, default=0.0, help="milliseconds per response")
+    sandbox.add_argument("--seed", type=int, default=0)
+    sandbox.add_argument("--large", action="store_true", help="20-page tasks")
+    sandbox.add_argument("--key", help="API key to accept (default: random)")
+    sandbox.set_defaults(handler=_sandbox)
+
+    demo = commands.add_parser("demo", help="bulk-fetch from a faulty local sandbox")
+    demo.add_argument("--tasks", type=_positive_int, default=3000)
+    demo.add_argument("--fault-rate", type=_rate, default=0.03)
+    demo.add_argument("--concurrency", type=_positive_int, default=32)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out-dir", help="where to write tasks.jsonl (default: a temp dir)")
+    demo.add_argument("--no-progress", action="store_true")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"sendai-async: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return its exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args.handler(args), args.loop)
+    except (UsageError, ConfigurationError) as exc:
+        _fail(str(exc), EXIT_USAGE)
+    except SendAIError as exc:
+        _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

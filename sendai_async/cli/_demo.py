@@ -1,0 +1,47 @@
+"""``sendai-async demo``: the main job against an in-process sandbox, no credentials needed."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from .._client import SendAI
+from .._config import RetryPolicy
+from ..testing import SandboxServer
+from ._fetch import FetchSummary, fetch_to_files
+
+
+async def run_demo(
+    *,
+    tasks: int,
+    fault_rate: float,
+    concurrency: int,
+    seed: int,
+    out_dir: Path | None,
+    progress: bool,
+) -> tuple[FetchSummary, SandboxServer, Path]:
+    """Start a sandbox with faults, bulk-fetch all of its tasks, and return the summary."""
+    directory = out_dir or Path(tempfile.mkdtemp(prefix="sendai-demo-"))
+    out = directory / "tasks.jsonl"
+    out.unlink(missing_ok=True)  # the demo starts fresh each time; `fetch` is the resumable one
+    async with SandboxServer(tasks=tasks, fault_rate=fault_rate, seed=seed) as sandbox:
+        # Five attempts: a task must meet five faults in a row to fail at a few percent.
+        retry = RetryPolicy(max_attempts=5, backoff_base=0.05, backoff_max=1.0)
+        async with SendAI(
+            sandbox.api_key,
+            team_id=sandbox.team_id,
+            base_url=sandbox.base_url,
+            retry=retry,
+            max_connections=max(concurrency, 100),
+        ) as client:
+            summary = await fetch_to_files(
+                client,
+                sandbox.task_ids,
+                project_id=sandbox.project_id,
+                out=out,
+                errors=directory / "errors.jsonl",
+                concurrency=concurrency,
+                total=tasks,
+                progress=progress,
+            )
+    return summary, sandbox, out
