@@ -38,7 +38,7 @@ def _run(coro: Coroutine[Any, Any, T], loop: str) -> T:
                 coro.close()
                 raise UsageError("--loop uvloop: uvloop is not installed") from None
         else:
-            return uvloop.run(coro)  # type: ignore[no-any-return]
+            return uvloop.run(coro)
     return asyncio.run(coro)
 
 
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return its exit status."""
     args = _parser().parse_args(argv)
     try:
-        return _run(args.handler(args), args.loop)
+        code: int = _run(args.handler(args), args.loop)
     except (UsageError, ConfigurationError) as exc:
         _fail(str(exc), EXIT_USAGE)
     except SendAIError as exc:
@@ -262,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

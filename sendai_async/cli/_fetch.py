@@ -32,7 +32,7 @@ class FetchSummary:
         return self.requests / self.elapsed if self.elapsed > 0 else 0.0
 
     def lines(self) -> list[str]:
-        """The summary as printable lines."""
+        """Return the summary as printable lines."""
         lines = [
             f"fetched   {self.fetched}",
             f"failed    {self.failed}",

@@ -17,7 +17,7 @@ from ._sandbox import SandboxServer
 
 @pytest.fixture
 def sendai_sandbox() -> Iterator[SandboxServer]:
-    """A running ``SandboxServer`` (100 small tasks, no faults) for one test.
+    """Run a ``SandboxServer`` (100 small tasks, no faults) for one test.
 
     Change its behaviour in the test: ``sendai_sandbox.script(task_id, [503, 200])`` or
     ``sendai_sandbox.fault_rate = 0.1``.
@@ -28,7 +28,7 @@ def sendai_sandbox() -> Iterator[SandboxServer]:
 
 @pytest.fixture
 def sendai_client(sendai_sandbox: SandboxServer) -> SendAI:
-    """A ``SendAI`` client configured for ``sendai_sandbox``'s team, key and URL.
+    """Return a ``SendAI`` client set up for ``sendai_sandbox``'s team, key and URL.
 
     Its connections close when the test's event loop shuts down.
     """

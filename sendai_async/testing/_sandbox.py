@@ -132,7 +132,7 @@ class SandboxServer:
 
     @staticmethod
     def task_id(index: int) -> str:
-        """The ID of the ``index``-th task."""
+        """Return the ID of the ``index``-th task."""
         return f"task_{index:06d}"
 
     async def start(self) -> None:
@@ -238,36 +238,39 @@ class SandboxServer:
         fault = self._draw_fault(key)
         if self.latency:
             await asyncio.sleep(self.latency)
-        if fault is not None:
-            self.stats.faults[str(fault)] += 1
-        request_id = f"req_{self.stats.requests:08d}"
-        headers = {"x-request-id": request_id}
-        if fault in ("429", 429):
-            headers["retry-after-ms"] = str(int(self.retry_after * 1000))
-            headers["Retry-After"] = str(max(1, round(self.retry_after)))
-            return self._error(429, "rate limit exceeded", headers)
-        if fault == "429-bare":
-            return self._error(429, "rate limit exceeded", headers)
-        if isinstance(fault, int):
-            return self._error(fault, f"sandbox fault {fault}", headers)
-        if fault in ("500", "502", "503"):
-            return self._error(int(fault), f"sandbox fault {fault}", headers)
+        headers = {"x-request-id": f"req_{self.stats.requests:08d}"}
+        if fault is None:
+            return await self._answer(request, body, headers)
+        self.stats.faults[str(fault)] += 1
+        if isinstance(fault, int) or fault.isdigit() or fault == "429-bare":
+            status = int(fault) if isinstance(fault, int) or fault.isdigit() else 429
+            if status == 429 and fault != "429-bare":
+                headers["retry-after-ms"] = str(int(self.retry_after * 1000))
+                headers["Retry-After"] = str(max(1, round(self.retry_after)))
+            return self._error(status, f"sandbox fault {fault}", headers)
         if fault == "reset":
             if request.transport is not None:
                 request.transport.abort()
             return web.Response(status=599)  # never reaches the client
-        if fault == "stall":
-            await asyncio.sleep(3600)
-        if fault == "slow":
-            await asyncio.sleep(self.slow_delay)
         if fault == "garbage":
             return web.Response(status=200, text="<html>gateway hiccup</html>", headers=headers)
+        await asyncio.sleep({"stall": 3600.0, "slow": self.slow_delay}.get(fault, 0.0))
+        return await self._answer(request, body, headers, truncate=fault == "truncate")
+
+    async def _answer(
+        self,
+        request: web.Request,
+        body: Any,
+        headers: dict[str, str],
+        *,
+        truncate: bool = False,
+    ) -> web.StreamResponse:
         data = body() if callable(body) else body
-        if isinstance(data, web.Response):
+        if isinstance(data, web.Response):  # an auth or not-found refusal
             data.headers.update(headers)
             return data
         payload = orjson.dumps(data)
-        if fault == "truncate":
+        if truncate:
             return await self._truncated(request, payload, headers)
         response = web.Response(status=200, body=payload, headers=headers)
         response.content_type = "application/json"
@@ -315,7 +318,7 @@ class SandboxServer:
         return await self._serve(request, task_id, body)
 
     def task(self, task_id: str) -> dict[str, Any]:
-        """The payload served for ``task_id`` (whether or not it exists)."""
+        """Return the payload served for ``task_id`` (whether or not it exists)."""
         return synthetic_task(task_id, project_id=self.project_id, seed=self.seed, shape=self.shape)
 
     async def _list_tasks(self, request: web.Request) -> web.StreamResponse:
