@@ -141,6 +141,7 @@ class ScriptedServer:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+            await asyncio.sleep(0)  # let closed transports finish before the loop may end
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def _client(args: argparse.Namespace) -> SendAI:
 # -- get ------------------------------------------------------------------------------
 
 
-async def _get(args: argparse.Namespace) -> int:
+async def _cmd_get(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         payload = await client.tasks.get_raw(args.task_id, project_id=args.project)
     sys.stdout.buffer.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2) + b"\n")
@@ -76,7 +76,7 @@ def _count_lines(path: Path) -> int:
         return sum(1 for line in stream if line.strip())
 
 
-async def _fetch(args: argparse.Namespace) -> int:
+async def _cmd_fetch(args: argparse.Namespace) -> int:
     from ._fetch import fetch_to_files  # noqa: PLC0415 -- keeps `get` fast to start
 
     out = Path(args.out)
@@ -114,7 +114,7 @@ async def _fetch(args: argparse.Namespace) -> int:
 # -- sandbox and demo ---------------------------------------------------------------
 
 
-async def _sandbox(args: argparse.Namespace) -> int:
+async def _cmd_sandbox(args: argparse.Namespace) -> int:
     from ..testing import LARGE, SMALL, SandboxServer  # noqa: PLC0415
 
     sandbox = SandboxServer(
@@ -139,7 +139,7 @@ async def _sandbox(args: argparse.Namespace) -> int:
     return EXIT_OK  # pragma: no cover -- only left by an interrupt
 
 
-async def _demo(args: argparse.Namespace) -> int:
+async def _cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo  # noqa: PLC0415
 
     out_dir = Path(args.out_dir) if args.out_dir else None
@@ -210,7 +210,7 @@ def _parser() -> argparse.ArgumentParser:
     get = commands.add_parser("get", help="print one task's payload as JSON")
     get.add_argument("task_id")
     api_options(get)
-    get.set_defaults(handler=_get)
+    get.set_defaults(handler=_cmd_get)
 
     fetch = commands.add_parser("fetch", help="bulk-fetch tasks to JSONL (resumable)")
     api_options(fetch)
@@ -221,7 +221,7 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--errors", help="JSONL of failed IDs (default: OUT.errors.jsonl)")
     fetch.add_argument("--concurrency", type=_positive_int, default=16)
     fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
-    fetch.set_defaults(handler=_fetch)
+    fetch.set_defaults(handler=_cmd_fetch)
 
     sandbox = commands.add_parser("sandbox", help="run the local sandbox server")
     sandbox.add_argument("--host", default="127.0.0.1")
@@ -232,7 +232,7 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--seed", type=int, default=0)
     sandbox.add_argument("--large", action="store_true", help="20-page tasks")
     sandbox.add_argument("--key", help="API key to accept (default: random)")
-    sandbox.set_defaults(handler=_sandbox)
+    sandbox.set_defaults(handler=_cmd_sandbox)
 
     demo = commands.add_parser("demo", help="bulk-fetch from a faulty local sandbox")
     demo.add_argument("--tasks", type=_positive_int, default=3000)
@@ -241,7 +241,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out-dir", help="where to write tasks.jsonl (default: a temp dir)")
     demo.add_argument("--no-progress", action="store_true")
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(handler=_cmd_demo)
     return parser
 
 

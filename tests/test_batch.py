@@ -1,0 +1,282 @@
+"""Bulk fetching against the sandbox: accounting, bounds, fatal errors, clean exits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from sendai_async import (
+    AuthenticationError,
+    BatchError,
+    ConfigurationError,
+    Hooks,
+    NotFoundError,
+    PermissionDeniedError,
+    RequestEvent,
+    ResponseEvent,
+    RetryPolicy,
+    SendAI,
+    ServerError,
+)
+from sendai_async.testing import SandboxServer
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    """A sandbox on its own thread, so every task in the test's loop is the client's."""
+    with SandboxServer(tasks=300, seed=3).in_thread() as server:
+        yield server
+
+
+@pytest.fixture
+async def client(sandbox: SandboxServer, sleeps: list[float]) -> AsyncIterator[SendAI]:
+    async with SendAI(
+        sandbox.api_key, team_id=sandbox.team_id, base_url=sandbox.base_url
+    ) as sendai:
+        yield sendai
+
+
+def _connections_in_use(client: SendAI) -> int:
+    sessions = client._http.sessions._by_loop.values()
+    return sum(
+        len(entry.session.connector._acquired) for entry in sessions if entry.session.connector
+    )
+
+
+def _other_tasks() -> set[asyncio.Task[object]]:
+    return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+
+async def test_get_many_accounts_for_every_id_in_input_order(
+    client: SendAI, sandbox: SandboxServer
+) -> None:
+    ids = [*sandbox.task_ids[:50], "task_999999", sandbox.task_ids[3], "", sandbox.task_ids[60]]
+    result = await client.tasks.get_many(ids, project_id=sandbox.project_id, concurrency=8)
+    assert [r.task_id for r in result.results] == [
+        *sandbox.task_ids[:50],
+        "task_999999",
+        "",
+        sandbox.task_ids[60],
+    ]
+    assert [t.id for t in result.tasks] == [*sandbox.task_ids[:50], sandbox.task_ids[60]]
+    assert isinstance(result.errors["task_999999"], NotFoundError)
+    assert isinstance(result.errors[""], ConfigurationError)
+    assert sandbox.stats.by_task[sandbox.task_ids[3]] == 1  # the duplicate was fetched once
+    assert not result.ok
+    with pytest.raises(BatchError) as caught:
+        result.raise_for_errors()
+    assert caught.value.batch is result
+
+
+async def test_iter_many_yields_each_id_once_and_bounds_concurrency(
+    client: SendAI, sandbox: SandboxServer
+) -> None:
+    sandbox.latency = 0.002
+    seen = [
+        r.task_id
+        async for r in client.tasks.iter_many(
+            sandbox.task_ids, project_id=sandbox.project_id, concurrency=7
+        )
+    ]
+    assert sorted(seen) == sandbox.task_ids
+    assert sandbox.stats.max_in_flight <= 7
+    assert sandbox.stats.max_in_flight >= 2  # it did run concurrently
+
+
+async def test_ids_are_pulled_lazily_from_an_async_source(
+    client: SendAI, sandbox: SandboxServer
+) -> None:
+    """A generator is pulled as workers need IDs: never more than the pool plus the queue ahead."""
+    pulled = 0
+    yielded = 0
+    max_ahead = 0
+
+    async def source() -> AsyncIterator[str]:
+        nonlocal pulled
+        for task_id in sandbox.task_ids:
+            pulled += 1
+            yield task_id
+
+    async for _ in client.tasks.iter_many(source(), project_id=sandbox.project_id, concurrency=4):
+        yielded += 1
+        max_ahead = max(max_ahead, pulled - yielded)
+        await asyncio.sleep(0)  # a slow consumer
+    assert yielded == 300
+    assert max_ahead <= 4 + 4  # workers in flight + results waiting in the bounded queue
+
+
+async def test_401_stops_the_batch_after_yielding_what_finished(sandbox: SandboxServer) -> None:
+    async with SendAI("wrong-key", team_id=sandbox.team_id, base_url=sandbox.base_url) as sendai:
+        with pytest.raises(AuthenticationError) as caught:
+            await sendai.tasks.get_many(
+                sandbox.task_ids, project_id=sandbox.project_id, concurrency=4
+            )
+    assert caught.value.batch is not None
+    assert sandbox.stats.requests <= 4  # no new requests after the first 401
+    assert "wrong-key" not in str(caught.value)
+
+
+async def test_403_stops_iter_many_with_partial_results(sandbox: SandboxServer) -> None:
+    sandbox.script(sandbox.task_ids[5], [403])
+    results = []
+    async with SendAI(
+        sandbox.api_key, team_id=sandbox.team_id, base_url=sandbox.base_url
+    ) as sendai:
+        stream = sendai.tasks.iter_many(
+            sandbox.task_ids, project_id=sandbox.project_id, concurrency=1
+        )
+
+        async def drain() -> None:
+            async for result in stream:
+                results.append(result.task_id)  # noqa: PERF401 -- must keep what came before the error
+
+        with pytest.raises(PermissionDeniedError):
+            await drain()
+    assert results == sandbox.task_ids[:5]
+    assert sandbox.stats.requests == 6
+
+
+async def test_limited_key_gets_permission_denied(sandbox: SandboxServer) -> None:
+    async with SendAI(
+        sandbox.limited_key, team_id=sandbox.team_id, base_url=sandbox.base_url
+    ) as sendai:
+        with pytest.raises(PermissionDeniedError) as caught:
+            await sendai.tasks.get_many(sandbox.task_ids[:10], project_id=sandbox.project_id)
+    assert caught.value.batch is not None
+
+
+async def test_breaking_early_leaves_no_tasks_or_connections(
+    client: SendAI, sandbox: SandboxServer
+) -> None:
+    sandbox.latency = 0.01
+    results = client.tasks.iter_many(sandbox.task_ids, project_id=sandbox.project_id, concurrency=8)
+    async with contextlib.aclosing(results):
+        async for _ in results:
+            break
+    assert _other_tasks() == set()
+    assert _connections_in_use(client) == 0
+
+
+async def test_plain_break_without_aclosing_cleans_up_too(
+    client: SendAI, sandbox: SandboxServer
+) -> None:
+    """Even a bare ``break`` (the generator is finalised by the loop) leaves nothing running."""
+    sandbox.latency = 0.01
+    async for _ in client.tasks.iter_many(
+        sandbox.task_ids, project_id=sandbox.project_id, concurrency=8
+    ):
+        break
+    for _ in range(50):
+        if not _other_tasks():
+            break
+        await asyncio.sleep(0.001)
+    assert _other_tasks() == set()
+    assert _connections_in_use(client) == 0
+
+
+async def test_cancelling_the_consumer_cancels_the_pool(
+    client: SendAI, sandbox: SandboxServer
+) -> None:
+    sandbox.latency = 0.2
+
+    async def consume() -> None:
+        async for _ in client.tasks.iter_many(
+            sandbox.task_ids, project_id=sandbox.project_id, concurrency=8
+        ):
+            pass
+
+    consumer = asyncio.create_task(consume())
+    while sandbox.stats.in_flight < 8:  # noqa: ASYNC110 -- the sandbox runs on another thread
+        await asyncio.sleep(0.001)
+    consumer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
+    assert _other_tasks() == set()
+    assert _connections_in_use(client) == 0
+
+
+async def test_failing_id_source_surfaces_its_error(client: SendAI, sandbox: SandboxServer) -> None:
+    def source() -> Iterator[str]:
+        yield sandbox.task_ids[0]
+        raise OSError("database cursor lost")
+
+    with pytest.raises(OSError, match="cursor lost"):
+        await client.tasks.get_many(source(), project_id=sandbox.project_id)
+
+
+async def test_progress_callback_counts_done_and_failed(
+    client: SendAI, sandbox: SandboxServer
+) -> None:
+    calls: list[tuple[int, int, int | None]] = []
+    ids = [*sandbox.task_ids[:9], "task_999999"]
+    await client.tasks.get_many(
+        ids, project_id=sandbox.project_id, on_progress=lambda *a: calls.append(a)
+    )
+    assert calls[-1] == (9, 1, 10)
+    assert len(calls) == 10
+
+
+async def test_retry_budget_caps_load_when_everything_fails(
+    sandbox: SandboxServer, sleeps: list[float]
+) -> None:
+    """An all-503 bulk run makes far fewer than max_attempts x N requests."""
+    for task_id in sandbox.task_ids:
+        sandbox.script(task_id, [503] * 10)
+    policy = RetryPolicy(max_attempts=3, budget_capacity=100)
+    async with SendAI(
+        sandbox.api_key, team_id=sandbox.team_id, base_url=sandbox.base_url, retry=policy
+    ) as sendai:
+        result = await sendai.tasks.get_many(
+            sandbox.task_ids, project_id=sandbox.project_id, concurrency=16
+        )
+    assert len(result.errors) == 300
+    assert all(isinstance(e, ServerError) for e in result.errors.values())
+    assert sandbox.stats.requests <= 300 + 100 // 5  # one try each plus what the budget paid for
+    assert sum(e.retry_budget_exhausted for e in result.errors.values()) >= 280
+
+
+async def test_429_holds_back_every_worker(sandbox: SandboxServer) -> None:
+    """After a 429 with Retry-After, no worker sends anything until that time has passed."""
+    sandbox.retry_after = 0.2
+    sandbox.latency = 0.002
+    sandbox.script(sandbox.task_ids[10], [429])
+    sent: list[float] = []
+    limited_at: list[float] = []
+
+    def on_request(_event: RequestEvent) -> None:
+        sent.append(time.monotonic())
+
+    def on_response(event: ResponseEvent) -> None:
+        if event.status == 429:
+            limited_at.append(time.monotonic())
+
+    hooks = Hooks(on_request=[on_request], on_response=[on_response])
+    async with SendAI(
+        sandbox.api_key, team_id=sandbox.team_id, base_url=sandbox.base_url, hooks=hooks
+    ) as sendai:
+        result = await sendai.tasks.get_many(
+            sandbox.task_ids[:80], project_id=sandbox.project_id, concurrency=8
+        )
+    assert result.ok
+    assert len(limited_at) == 1
+    after = [t for t in sent if t > limited_at[0]]
+    assert after, "work continued after the 429"
+    assert min(after) >= limited_at[0] + 0.2 - 0.01  # hook and clock granularity
+
+
+async def test_concurrency_is_capped_at_the_pool_size(
+    sandbox: SandboxServer, sleeps: list[float]
+) -> None:
+    sandbox.latency = 0.005
+    async with SendAI(
+        sandbox.api_key, team_id=sandbox.team_id, base_url=sandbox.base_url, max_connections=3
+    ) as sendai:
+        result = await sendai.tasks.get_many(
+            sandbox.task_ids[:60], project_id=sandbox.project_id, concurrency=50
+        )
+    assert result.ok
+    assert sandbox.stats.max_in_flight <= 3
