@@ -34,11 +34,20 @@ from ._models import (
     Task,
     TaskStatus,
 )
+from ._pagination import (
+    AsyncPaginator,
+    ListingPage,
+    OffsetPagination,
+    PageNumberPagination,
+    PageStrategy,
+    TokenPagination,
+)
 from ._version import __version__
 
 __all__ = [
     "APIStatusError",
     "Annotation",
+    "AsyncPaginator",
     "AuthenticationError",
     "BadRequestError",
     "BatchError",
@@ -49,9 +58,13 @@ __all__ = [
     "ConflictError",
     "DecodeError",
     "Hooks",
+    "ListingPage",
     "MetaItem",
     "NotFoundError",
+    "OffsetPagination",
     "Page",
+    "PageNumberPagination",
+    "PageStrategy",
     "PaginationError",
     "PermissionDeniedError",
     "Point",
@@ -73,6 +86,7 @@ __all__ = [
     "TaskResult",
     "TaskStatus",
     "Timeout",
+    "TokenPagination",
     "TransportError",
     "__version__",
 ]

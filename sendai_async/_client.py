@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import TracebackType
+from typing import Any, TypeVar, overload
 
 import aiohttp
 
@@ -19,8 +21,11 @@ from ._errors import ConfigurationError
 from ._hooks import Hooks
 from ._http import HTTPCore, default_user_agent
 from ._logging import configure_from_env
+from ._pagination import AsyncPaginator, PageStrategy, make_paginator
 from ._session import SessionManager
 from ._tasks import Tasks
+
+T = TypeVar("T")
 
 configure_from_env()
 
@@ -134,6 +139,65 @@ class SendAI:
     async def aclose(self) -> None:
         """Close the connection pools this client created; a caller's session stays open."""
         await self._http.sessions.aclose()
+
+    @overload
+    def paginate(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        item_type: None = None,
+        strategy: PageStrategy | None = None,
+        team_id: str | None = None,
+        resume_from: Any = None,
+    ) -> AsyncPaginator[dict[str, Any]]: ...
+
+    @overload
+    def paginate(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        item_type: type[T],
+        strategy: PageStrategy | None = None,
+        team_id: str | None = None,
+        resume_from: Any = None,
+    ) -> AsyncPaginator[T]: ...
+
+    def paginate(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        item_type: type[Any] | None = None,
+        strategy: PageStrategy | None = None,
+        team_id: str | None = None,
+        resume_from: Any = None,
+    ) -> AsyncPaginator[Any]:
+        """Walk a listing under ``/v2/{team_id}``, lazily, page by page.
+
+        Args:
+            path: Relative to ``/v2/{team_id}``, e.g. ``"project/proj_1/tasks"``.
+            params: Extra query parameters for every page (filters, sort).
+            item_type: ``Task`` (or another model) to structure each item; plain dicts
+                otherwise.
+            strategy: How the listing pages; ``TokenPagination()`` by default.
+            team_id: Overrides the client's team.
+            resume_from: A cursor from a failed walk's ``error.resume_from``.
+
+        Returns:
+            An ``AsyncPaginator``; no request is made until it is iterated.
+
+        """
+        return make_paginator(
+            self,
+            path,
+            params=params,
+            item_type=item_type,
+            strategy=strategy,
+            team_id=team_id,
+            resume_from=resume_from,
+        )
 
     def _team(self, team_id: str | None) -> str:
         team = team_id if team_id is not None else self.team_id

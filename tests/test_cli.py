@@ -241,3 +241,16 @@ def test_demo_delivers_every_task(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert code == 0, out
     assert "every one of the 300 tasks was delivered" in out
     assert len(_lines(tmp_path / "tasks.jsonl")) == 300
+
+
+def test_fetch_all_walks_the_listing_and_resumes(
+    sandbox: SandboxServer, api_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``--all`` fetches every listed task; a second run finds nothing left to fetch."""
+    sandbox.fault_rate = 0.03
+    out = tmp_path / "all.jsonl"
+    argv = ["fetch", "--all", "--project", sandbox.project_id, "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert sorted(str(line["task_id"]) for line in _lines(out)) == sandbox.task_ids
+    assert main(argv) == 0
+    assert len(_lines(out)) == 400

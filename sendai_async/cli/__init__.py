@@ -83,8 +83,11 @@ async def _cmd_fetch(args: argparse.Namespace) -> int:
     errors = Path(args.errors) if args.errors else out.with_name(out.name + ".errors.jsonl")
     _check_writable(out, "--out")
     _check_writable(errors, "--errors")
-    if args.ids == "-":
-        ids: Any = sys.stdin
+    if args.all:
+        ids: Any = None  # filled from the listing below, once the client exists
+        total = None
+    elif args.ids == "-":
+        ids = sys.stdin
         total = None
     else:
         path = Path(args.ids)
@@ -94,6 +97,9 @@ async def _cmd_fetch(args: argparse.Namespace) -> int:
             raise UsageError(f"--ids {path}: cannot read it ({exc.strerror})") from None
         ids = _id_lines(path)
     async with _client(args) as client:
+        if args.all:
+            listing = client.paginate(f"project/{args.project}/tasks", team_id=args.team)
+            ids = listing.ids()
         summary = await fetch_to_files(
             client,
             ids,
@@ -214,8 +220,12 @@ def _parser() -> argparse.ArgumentParser:
 
     fetch = commands.add_parser("fetch", help="bulk-fetch tasks to JSONL (resumable)")
     api_options(fetch)
-    fetch.add_argument(
-        "--ids", required=True, help="file of task IDs, one per line, or - for stdin"
+    source = fetch.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ids", help="file of task IDs, one per line, or - for stdin")
+    source.add_argument(
+        "--all",
+        action="store_true",
+        help="every task the project's listing yields (GET .../project/P/tasks, token-paged)",
     )
     fetch.add_argument("--out", required=True, help="JSONL output; re-running resumes it")
     fetch.add_argument("--errors", help="JSONL of failed IDs (default: OUT.errors.jsonl)")

@@ -20,7 +20,7 @@ async def run_demo(
     out_dir: Path | None,
     progress: bool,
 ) -> tuple[FetchSummary, SandboxServer, Path]:
-    """Start a sandbox with faults, bulk-fetch all of its tasks, and return the summary."""
+    """Start a sandbox with faults, list its project, bulk-fetch every task listed."""
     directory = out_dir or Path(tempfile.mkdtemp(prefix="sendai-demo-"))
     out = directory / "tasks.jsonl"
     out.unlink(missing_ok=True)  # the demo starts fresh each time; `fetch` is the resumable one
@@ -34,9 +34,11 @@ async def run_demo(
             retry=retry,
             max_connections=max(concurrency, 100),
         ) as client:
+            # List the project, then fetch everything it lists, as a real job starts.
+            listing = client.paginate(f"project/{sandbox.project_id}/tasks")
             summary = await fetch_to_files(
                 client,
-                sandbox.task_ids,
+                listing.ids(),
                 project_id=sandbox.project_id,
                 out=out,
                 errors=directory / "errors.jsonl",
