@@ -11,9 +11,11 @@ import asyncio
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
+    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
+    Iterator,
     Sized,
 )
 from typing import Any, Generic, TypeVar
@@ -29,6 +31,7 @@ from ._errors import (
 from ._models import Task
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 TaskIds = Iterable[str] | AsyncIterable[str]
 ProgressCallback = Callable[[int, int, int | None], None]
@@ -130,13 +133,7 @@ class _Fatal:
 _DONE = _Done()
 
 
-async def _as_async_iterator(ids: TaskIds) -> AsyncGenerator[str, None]:
-    if isinstance(ids, AsyncIterable):
-        async for item in ids:
-            yield item
-    else:
-        for item in ids:
-            yield item
+_END: Any = object()
 
 
 class _Pool(Generic[T]):
@@ -153,8 +150,15 @@ class _Pool(Generic[T]):
     ) -> None:
         self.fetch = fetch
         self.total = len(ids) if isinstance(ids, Sized) else None
-        self.source = _as_async_iterator(ids)
-        self.pull_lock = asyncio.Lock()  # an async iterator must not be advanced concurrently
+        # A sync source is pulled with next(): no await between deciding and taking, so
+        # workers need no lock. An async one must not be advanced concurrently.
+        self.sync_source: Iterator[str] | None = None
+        self.async_source: AsyncIterator[str] | None = None
+        if isinstance(ids, AsyncIterable):
+            self.async_source = ids.__aiter__()
+        else:
+            self.sync_source = iter(ids)
+        self.pull_lock = asyncio.Lock()
         self.seen: set[str] | None = set() if dedupe else None
         self.position = 0
         self.done = 0
@@ -167,20 +171,39 @@ class _Pool(Generic[T]):
 
     async def next_id(self) -> tuple[int, str] | None:
         """Pull the next ID not seen before, with its input position; ``None`` at the end."""
+        if self.sync_source is not None:
+            return self._take(self.sync_source)
         async with self.pull_lock:
             while not self.stopping:
                 try:
-                    task_id = await self.source.__anext__()
+                    task_id = await self.async_source.__anext__()  # type: ignore[union-attr]
                 except StopAsyncIteration:
                     return None
-                if self.seen is not None and isinstance(task_id, str):
-                    # A non-string ID is not hashed here: fetch() reports it as that ID's error.
-                    if task_id in self.seen:
-                        continue
-                    self.seen.add(task_id)
-                self.position += 1
-                return self.position - 1, task_id
+                if self._is_new(task_id):
+                    return self._number(task_id)
             return None
+
+    def _take(self, source: Iterator[str]) -> tuple[int, str] | None:
+        while not self.stopping:
+            task_id = next(source, _END)
+            if task_id is _END:
+                return None
+            if self._is_new(task_id):
+                return self._number(task_id)
+        return None
+
+    def _is_new(self, task_id: str) -> bool:
+        # A non-string ID is not hashed here: fetch() reports it as that ID's error.
+        if self.seen is None or not isinstance(task_id, str):
+            return True
+        if task_id in self.seen:
+            return False
+        self.seen.add(task_id)
+        return True
+
+    def _number(self, task_id: str) -> tuple[int, str]:
+        self.position += 1
+        return self.position - 1, task_id
 
     async def work(self) -> None:
         """Fetch IDs until the source is exhausted or the pool stops."""
@@ -231,18 +254,21 @@ class _Pool(Generic[T]):
         for worker in self.workers:
             worker.cancel()
         await asyncio.gather(*self.workers, return_exceptions=True)
-        await self.source.aclose()
+        closer = getattr(self.async_source, "aclose", None)
+        if closer is not None:
+            await closer()
 
 
 async def run_pool(
     ids: TaskIds,
     fetch: Callable[[str], Awaitable[T]],
+    make: Callable[[int, str, T | None, SendAIError | None], R],
     *,
     concurrency: int,
     dedupe: bool = True,
     on_progress: ProgressCallback | None = None,
-) -> AsyncGenerator[PoolItem[T], None]:
-    """Yield ``(position, id, value, error)`` per distinct ID, in completion order.
+) -> AsyncGenerator[R, None]:
+    """Yield ``make(position, id, value, error)`` per distinct ID, in completion order.
 
     ``position`` is where the ID was first seen in the input. A 401 or 403 stops the pool:
     nothing new starts, in-flight requests are cancelled, and the error is raised after
@@ -259,6 +285,6 @@ async def run_pool(
                 return
             if isinstance(item, _Fatal):
                 raise item.error
-            yield item
+            yield make(*item)
     finally:
         await pool.shutdown()

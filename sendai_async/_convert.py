@@ -9,7 +9,9 @@ Design notes:
   ``340.0`` a ``float``), so ``Task.to_dict()`` gives back the same JSON.
 * Sequences are structured with a list comprehension (the fast path); only when an element
   fails do we walk the list again to find its index for the error message.
-* Attrs classes use cattrs' detailed validation, so every error carries a field path.
+* Attrs classes use cattrs' detailed validation, so every error carries a field path. That
+  path is the slow one: valid bodies go through the generated hooks of ``_fastpath``, and
+  only a body those refuse is structured again here, to say where it is wrong.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from cattrs.preconf.orjson import make_converter
 from cattrs.v import transform_error
 
 from ._errors import DecodeError
+from ._fastpath import HookFactory, point_hook
 from ._models import (
     Point,
     StepType,
@@ -141,7 +144,7 @@ def format_datetime(value: datetime) -> str:
 def _structure_point(value: Any, _: Any) -> Point:
     if type(value) is list and len(value) == 2:
         x, y = value
-        return Point(x=_structure_number(x, None), y=_structure_number(y, None))
+        return Point(_structure_number(x, None), _structure_number(y, None))
     raise TypeError(f"expected a point [x, y], got {_json_type(value)}")
 
 
@@ -200,9 +203,9 @@ def _build_converter() -> Any:
     )
 
     converter.register_unstructure_hook(datetime, format_datetime)
-    converter.register_unstructure_hook(Point, lambda p: [p.x, p.y])
+    converter.register_unstructure_hook(Point, list)
     converter.register_unstructure_hook_func(
-        lambda tp: tp == quad, lambda points: [[p.x, p.y] for p in points]
+        lambda tp: tp == quad, lambda points: [list(p) for p in points]
     )
     converter.register_unstructure_hook_func(
         lambda tp: isinstance(tp, type) and issubclass(tp, _OpenEnum), lambda e: e.value
@@ -212,6 +215,10 @@ def _build_converter() -> Any:
 
 converter = _build_converter()
 _structure_task_hook = converter.get_structure_hook(Task)
+
+_fast_hooks = HookFactory({datetime: _structure_datetime, _OpenEnum: _open_enum_hook})
+_fast_hooks.register(Point, point_hook())
+_fast_structure_task = _fast_hooks.hook(Task)
 _unstructure_task_hook = converter.get_unstructure_hook(Task)
 
 
@@ -231,6 +238,10 @@ def structure_task(payload: Any, *, path: str = "payload") -> Task:
     """
     if type(payload) is not dict:
         raise DecodeError(f"expected a task object at {path}, got {_json_type(payload)}", path=path)
+    try:
+        return _fast_structure_task(payload)  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001, S110 -- refused by the fast path; the detailed path explains
+        pass
     try:
         return _structure_task_hook(payload, Task)  # type: ignore[no-any-return]
     except Exception as exc:

@@ -112,10 +112,11 @@ class HTTPCore:
             SendAIError: a subclass describing the last failure, with ``attempts`` set.
 
         """
-        url = URL(self.base_url + path, encoded=True)
+        shown_url = self.base_url + path
+        url = URL(shown_url, encoded=True)
         if params:
             url = url.update_query(params)
-        shown_url = str(url)
+            shown_url = str(url)
         attempt_timeout = timeout or self.timeout
 
         async def attempt(number: int, deadline_at: float) -> RawResponse:
@@ -166,13 +167,17 @@ class HTTPCore:
         deadline_at: float,
         timeout: Timeout,
     ) -> RawResponse:
-        await self.gate.wait(deadline_at)
-        remaining = deadline_at - _retry._clock()
+        now = _retry._clock()
+        hold = self.gate.delay(now, deadline_at)
+        if hold > 0:  # a 429 elsewhere in this client asked everyone to wait
+            await _retry._sleep(hold)
+            now = _retry._clock()
+        remaining = deadline_at - now
         if remaining <= 0:
             raise RequestTimeoutError(
                 "the call's deadline passed", method=method, url=shown_url, attempts=number - 1
             )
-        session = await self.sessions.get()
+        session = self.sessions.current() or await self.sessions.get()
         if self.hooks.on_request:
             await emit(
                 self.hooks.on_request, RequestEvent(method=method, url=shown_url, attempt=number)
@@ -197,7 +202,9 @@ class HTTPCore:
                 response = RawResponse(
                     status=status, headers=headers, body=body, attempts=number, url=shown_url
                 )
-                await self._observe(method, shown_url, number, started, status, headers, None)
+                # Reporting a success costs a call; skip it when nobody listens.
+                if self.hooks.on_response or logger.isEnabledFor(logging.DEBUG):
+                    await self._observe(method, shown_url, number, started, status, headers, None)
                 return response
             error = self._status_error(status, headers, body)
         error.method, error.url, error.attempts = method, shown_url, number

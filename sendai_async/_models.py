@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -80,9 +80,13 @@ _TERMINAL_STATUSES = frozenset(
 )
 
 
-@attrs.frozen(kw_only=True)
-class Point:
-    """A point on the page in pixels; the API sends it as ``[x, y]``."""
+class Point(NamedTuple):
+    """A point on the page in pixels; the API sends it as ``[x, y]``.
+
+    A named tuple rather than an attrs class, on purpose: a large task carries thousands of
+    points, a tuple is the cheapest immutable object Python builds, it unpacks
+    (``x, y = point``) and serialises back to ``[x, y]`` as it came.
+    """
 
     x: float
     y: float

@@ -135,11 +135,11 @@ class NotBeforeGate:
         """Hold every new attempt back for ``delay`` seconds from now."""
         self._not_before = max(self._not_before, _clock() + delay)
 
-    async def wait(self, deadline_at: float) -> None:
-        """Sleep until the gate opens (but not past ``deadline_at``)."""
-        now = _clock()
-        if self._not_before > now:
-            await _sleep(min(self._not_before, deadline_at) - now)
+    def delay(self, now: float, deadline_at: float) -> float:
+        """Return the wait before sending at ``now``: 0 when open, never past the deadline."""
+        if self._not_before <= now:
+            return 0.0
+        return min(self._not_before, deadline_at) - now
 
 
 class _StopDecision:
@@ -193,6 +193,39 @@ async def call_with_retries(
     Cancellation is never retried: it propagates out of tenacity at once.
     """
     deadline_at = _clock() + policy.deadline
+    # Most calls succeed at once. tenacity costs tens of microseconds per call (it inspects
+    # its callbacks on every iteration), so the first attempt runs outside it and tenacity
+    # is only built for a call that has something to retry.
+    try:
+        result = await attempt(1, deadline_at)
+    except SendAIError as exc:
+        if not is_retryable(exc, policy) or policy.max_attempts == 1:
+            raise
+        first_failure = exc
+    else:
+        if budget is not None:
+            budget.release(_SUCCESS_REFUND)
+        return result
+    return await _retry_after_first_failure(
+        attempt,
+        first_failure,
+        policy=policy,
+        budget=budget,
+        deadline_at=deadline_at,
+        on_retry=on_retry,
+    )
+
+
+async def _retry_after_first_failure(
+    attempt: Callable[[int, float], Awaitable[T]],
+    first_failure: SendAIError,
+    *,
+    policy: RetryPolicy,
+    budget: RetryBudget | None,
+    deadline_at: float,
+    on_retry: Callable[[int, float, SendAIError], Awaitable[None]] | None,
+) -> T:
+    """Hand the call to tenacity, replaying the first attempt's failure as its attempt 1."""
     stop = _StopDecision(policy, deadline_at, budget)
 
     async def before_sleep(state: RetryCallState) -> None:
@@ -211,8 +244,11 @@ async def call_with_retries(
     result: T
     async for attempt_state in retrying:
         with attempt_state:
-            result = await attempt(attempt_state.retry_state.attempt_number, deadline_at)
+            number = attempt_state.retry_state.attempt_number
+            if number == 1:
+                raise first_failure
+            result = await attempt(number, deadline_at)
     if budget is not None:
-        # A first-try success earns a token back; a success after retrying repays its retry.
+        # A success after retrying repays what its last retry cost.
         budget.release(stop.spent or _SUCCESS_REFUND)
     return result

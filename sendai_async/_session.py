@@ -83,6 +83,19 @@ class SessionManager:
         """Whether ``aclose()`` was called."""
         return self._closed
 
+    def current(self) -> aiohttp.ClientSession | None:
+        """Return the running loop's open session, or ``None`` when ``get()`` must make one.
+
+        The synchronous fast path of ``get()``: no coroutine per request once a loop has
+        its session.
+        """
+        if self._closed:
+            return None
+        if self._external is not None:
+            return self._external
+        entry = self._by_loop.get(asyncio.get_running_loop())
+        return entry.session if entry is not None and not entry.session.closed else None
+
     async def get(self) -> aiohttp.ClientSession:
         """Return the session for the running loop, creating it on first use.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -23,6 +24,14 @@ if TYPE_CHECKING:
     from ._client import SendAI
 
 
+@functools.lru_cache(maxsize=1024)
+def _quote_segment(value: str) -> str:
+    segment = quote(value, safe="")
+    if segment.strip(".") == "":
+        segment = segment.replace(".", "%2E")
+    return segment
+
+
 def path_segment(value: object, name: str) -> str:
     """Percent-encode one path segment so that no ID can change the path.
 
@@ -36,10 +45,18 @@ def path_segment(value: object, name: str) -> str:
     """
     if not isinstance(value, str) or not value:
         raise ConfigurationError(f"{name} must be a non-empty string, got {value!r}")
-    segment = quote(value, safe="")
-    if segment.strip(".") == "":
-        segment = segment.replace(".", "%2E")
-    return segment
+    if name == "task_id":  # one-off values; caching them would only churn the cache
+        return _quote_segment.__wrapped__(value)
+    return _quote_segment(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _task_prefix(team: str, project_id: str) -> str:
+    # Teams and projects repeat across every call of a batch: encode them once.
+    return (
+        f"/v2/{path_segment(team, 'team_id')}/project/{path_segment(project_id, 'project_id')}"
+        "/task/"
+    )
 
 
 class Tasks:
@@ -112,7 +129,7 @@ class Tasks:
             _stamp(exc, response.url, response.attempts)
             raise
 
-    async def iter_many(
+    def iter_many(
         self,
         task_ids: TaskIds,
         *,
@@ -147,20 +164,16 @@ class Tasks:
         async def fetch(task_id: str) -> Task:
             return await self.get(task_id, project_id=project_id, team_id=team_id)
 
-        pool = run_pool(
+        return run_pool(
             task_ids,
             fetch,
+            _task_result,
             concurrency=self._client._pool_width(concurrency),
             dedupe=dedupe,
             on_progress=on_progress,
         )
-        try:
-            async for _, task_id, task, error in pool:
-                yield TaskResult(task_id=task_id, task=task, error=error)
-        finally:
-            await pool.aclose()
 
-    async def iter_many_raw(
+    def iter_many_raw(
         self,
         task_ids: TaskIds,
         *,
@@ -175,18 +188,14 @@ class Tasks:
         async def fetch(task_id: str) -> dict[str, Any]:
             return await self.get_raw(task_id, project_id=project_id, team_id=team_id)
 
-        pool = run_pool(
+        return run_pool(
             task_ids,
             fetch,
+            _raw_result,
             concurrency=self._client._pool_width(concurrency),
             dedupe=dedupe,
             on_progress=on_progress,
         )
-        try:
-            async for _, task_id, payload, error in pool:
-                yield RawTaskResult(task_id=task_id, payload=payload, error=error)
-        finally:
-            await pool.aclose()
 
     async def get_many(
         self,
@@ -215,18 +224,37 @@ class Tasks:
         pool = run_pool(
             task_ids,
             fetch,
+            _indexed_result,
             concurrency=self._client._pool_width(concurrency),
             on_progress=on_progress,
         )
         try:
-            async for index, task_id, task, error in pool:
-                collected.append((index, TaskResult(task_id=task_id, task=task, error=error)))
+            async for pair in pool:
+                collected.append(pair)  # noqa: PERF401 -- keeps what finished if one fails
         except SendAIError as exc:
             exc.batch = _in_order(collected)
             raise
         finally:
             await pool.aclose()
         return _in_order(collected)
+
+
+def _task_result(
+    _index: int, task_id: str, task: Task | None, error: SendAIError | None
+) -> TaskResult:
+    return TaskResult(task_id=task_id, task=task, error=error)
+
+
+def _raw_result(
+    _index: int, task_id: str, payload: dict[str, Any] | None, error: SendAIError | None
+) -> RawTaskResult:
+    return RawTaskResult(task_id=task_id, payload=payload, error=error)
+
+
+def _indexed_result(
+    index: int, task_id: str, task: Task | None, error: SendAIError | None
+) -> tuple[int, TaskResult]:
+    return index, TaskResult(task_id=task_id, task=task, error=error)
 
 
 def _in_order(collected: list[tuple[int, TaskResult]]) -> BatchResult:

@@ -95,3 +95,14 @@ def test_key_with_newline_is_refused_without_echoing_it() -> None:
     with pytest.raises(ConfigurationError) as caught:
         SendAI(CANARY_KEY + "\n")
     assert CANARY_KEY not in str(caught.value)
+
+
+@pytest.mark.parametrize("bad", [["list"], {"a": 1}])
+async def test_unhashable_ids_are_configuration_errors(bad: object) -> None:
+    async with SendAI(CANARY_KEY, team_id="t", base_url="http://127.0.0.1:9") as sendai:
+        with pytest.raises(ConfigurationError, match="project_id"):
+            await sendai.tasks.get("t", project_id=bad)  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="team_id"):
+            await sendai.tasks.get("t", project_id="p", team_id=bad)  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="task_id"):
+            await sendai.tasks.get(bad, project_id="p")  # type: ignore[arg-type]
