@@ -30,5 +30,16 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,cli,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.run
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.run --quick
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis
