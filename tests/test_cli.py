@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -254,3 +256,27 @@ def test_fetch_all_walks_the_listing_and_resumes(
     assert sorted(str(line["task_id"]) for line in _lines(out)) == sandbox.task_ids
     assert main(argv) == 0
     assert len(_lines(out)) == 400
+
+
+def test_sandbox_command_prints_its_settings_and_serves() -> None:
+    """``sendai-async sandbox`` prints ready-to-export settings and answers Get Task."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "sendai_async", "sandbox", "--port", str(port), "--tasks", "5"]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        settings = dict(child.stdout.readline().strip().split("=", 1) for _ in range(3))
+        assert settings["SENDAI_BASE_URL"] == f"http://127.0.0.1:{port}"
+        base, team = settings["SENDAI_BASE_URL"], settings["SENDAI_TEAM_ID"]
+        url = f"{base}/v2/{team}/project/proj_sandbox/task/task_000004"
+        request = urllib.request.Request(
+            url, headers={"Authorization": f"Bearer {settings['SENDAI_API_KEY']}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert orjson.loads(response.read())["payload"]["id"] == "task_000004"
+    finally:
+        child.send_signal(signal.SIGINT)
+        child.communicate(timeout=10)  # also closes our end of its stdout
+    assert child.returncode == 130

@@ -12,7 +12,11 @@ from collections.abc import Iterator
 import pytest
 
 from .._client import SendAI
+from .._config import RetryPolicy
 from ._sandbox import SandboxServer
+
+# Retries as in production, minus the waiting: tests stay fast and still exercise them.
+_TEST_RETRY = RetryPolicy(backoff_base=0.001, backoff_max=0.01, max_retry_after=1.0)
 
 
 @pytest.fixture
@@ -30,8 +34,12 @@ def sendai_sandbox() -> Iterator[SandboxServer]:
 def sendai_client(sendai_sandbox: SandboxServer) -> SendAI:
     """Return a ``SendAI`` client set up for ``sendai_sandbox``'s team, key and URL.
 
-    Its connections close when the test's event loop shuts down.
+    Retries back off for milliseconds instead of seconds. Its connections close when the
+    test's event loop shuts down.
     """
     return SendAI(
-        sendai_sandbox.api_key, team_id=sendai_sandbox.team_id, base_url=sendai_sandbox.base_url
+        sendai_sandbox.api_key,
+        team_id=sendai_sandbox.team_id,
+        base_url=sendai_sandbox.base_url,
+        retry=_TEST_RETRY,
     )
