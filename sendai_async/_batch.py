@@ -220,7 +220,11 @@ class _Pool(Generic[T]):
                 except SendAIError as exc:
                     error = exc
                 self.count(error)
-                await self.out.put((index, task_id, value, error))
+                result = (index, task_id, value, error)
+                if self.out.full():  # the consumer is behind: wait for room (backpressure)
+                    await self.out.put(result)
+                else:
+                    self.out.put_nowait(result)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 -- the ID source failed: surface it
@@ -280,7 +284,8 @@ async def run_pool(
     pool = _Pool(ids, fetch, concurrency=concurrency, dedupe=dedupe, on_progress=on_progress)
     try:
         while True:
-            item = await pool.out.get()
+            out = pool.out
+            item = out.get_nowait() if not out.empty() else await out.get()
             if isinstance(item, _Done):
                 return
             if isinstance(item, _Fatal):
