@@ -143,6 +143,12 @@ class HTTPCore:
         )
 
     def _client_timeout(self, timeout: Timeout, remaining: float) -> aiohttp.ClientTimeout:
+        """Translate a ``Timeout`` for aiohttp, capped by what is left of the deadline.
+
+        ``Timeout.connect`` maps to ``sock_connect``, not aiohttp's ``connect``: the latter
+        also bounds the wait for a pooled connection, which is the batch helper's business,
+        not a network fault.
+        """
         total = timeout.total if timeout.total is not None else math.inf
         if total <= remaining:
             cached = self._client_timeouts.get(timeout)
@@ -152,8 +158,6 @@ class HTTPCore:
                 )
             return cached
         # The call's deadline is nearer than the attempt's own limit: it wins.
-        # `connect` is left unset on purpose: it would also bound the wait for a pooled
-        # connection, which is the batch helper's business, not a network fault.
         return aiohttp.ClientTimeout(
             total=remaining, sock_connect=timeout.connect, sock_read=timeout.read
         )
