@@ -133,5 +133,6 @@ def run_one(contender: Contender, base: str, ids: list[str], concurrency: int, l
     else:
         elapsed, count = asyncio.run(timed())
     if count != len(ids):
-        raise RuntimeError(f"{contender.__name__} fetched {count} of {len(ids)}")
+        name = getattr(contender, "__name__", repr(contender))
+        raise RuntimeError(f"{name} fetched {count} of {len(ids)}")
     return elapsed

@@ -1,0 +1,107 @@
+"""Where the time goes: the bulk path with one layer added at a time, against the floor.
+
+``python -m benchmarks.layers`` fetches small tasks at concurrency 64, interleaved, with:
+
+1. ``floor``: raw aiohttp + ``resp.read()`` + ``orjson.loads``;
+2. ``floor+config``: the floor with our aiohttp settings (read timeout armed, per-request
+   headers, no redirects);
+3. ``exchange``: our single HTTP exchange (size limit, error mapping), no decode;
+4. ``request``: plus retries, deadline, rate-limit gate, hooks, budget;
+5. ``get_raw``: plus path building and payload decoding (what the floor decodes too);
+6. ``iter_many_raw``: plus the worker pool and its result queue (the CLI path);
+7. ``iter_many``: plus structuring into ``Task`` objects.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from ._contenders import KEY, PROJECT, TEAM, _client, _pool, _task_url, floor, raw, run_one, typed
+from .run import static_server
+
+TASKS = 3000
+CONCURRENCY = 64
+
+
+async def floor_configured(base: str, ids: list[str], concurrency: int) -> int:
+    decoded = 0
+    headers = {"Authorization": f"Bearer {KEY}", "Accept": "application/json"}
+    timeout = aiohttp.ClientTimeout(total=60, sock_connect=5, sock_read=30)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+        async def fetch(task_id: str) -> None:
+            nonlocal decoded
+            url = URL(_task_url(base, task_id), encoded=True)
+            async with session.get(
+                url, headers=headers, timeout=timeout, allow_redirects=False
+            ) as response:
+                body = await response.read()
+            orjson.loads(body)["payload"]
+            decoded += 1
+
+        await _pool(ids, concurrency, fetch)
+    return decoded
+
+
+async def _with_client(
+    base: str, ids: list[str], concurrency: int, step: Callable[..., Awaitable[object]]
+) -> int:
+    done = 0
+    async with _client(base, concurrency) as client:
+
+        async def fetch(task_id: str) -> None:
+            nonlocal done
+            await step(client, base, task_id)
+            done += 1
+
+        await _pool(ids, concurrency, fetch)
+    return done
+
+
+async def _exchange(client: object, base: str, task_id: str) -> None:
+    core = client._http  # type: ignore[attr-defined]
+    session = await core.sessions.get()
+    url = URL(_task_url(base, task_id), encoded=True)
+    await core._exchange(session, "GET", url, core._client_timeout(core.timeout, 1e9))
+
+
+async def _request(client: object, _base: str, task_id: str) -> None:
+    await client._http.request("GET", f"/v2/{TEAM}/project/{PROJECT}/task/{task_id}")  # type: ignore[attr-defined]
+
+
+async def _get_raw(client: object, _base: str, task_id: str) -> None:
+    await client.tasks.get_raw(task_id, project_id=PROJECT)  # type: ignore[attr-defined]
+
+
+def main() -> None:
+    steps = {
+        "floor": floor,
+        "floor+config": floor_configured,
+        "exchange": partial(_with_client, step=_exchange),
+        "request": partial(_with_client, step=_request),
+        "get_raw": partial(_with_client, step=_get_raw),
+        "iter_many_raw": raw,
+        "iter_many": typed,
+    }
+    with static_server() as root:
+        base = f"{root}/small/0"
+        ids = [f"task_{i:07d}" for i in range(TASKS)]
+        rates: dict[str, list[float]] = {name: [] for name in steps}
+        for _ in range(5):
+            for name, step in steps.items():
+                rates[name].append(TASKS / run_one(step, base, ids, CONCURRENCY, "asyncio"))  # type: ignore[arg-type]
+    floor_rate = statistics.median(rates["floor"])
+    print("| layer | tasks/s | × floor |\n|---|---:|---:|")
+    for name, samples in rates.items():
+        rate = statistics.median(samples)
+        print(f"| {name} | {rate:.0f} | {rate / floor_rate:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
