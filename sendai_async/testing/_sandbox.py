@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import gc
 import random
 import secrets
 import threading
-import warnings
 from collections import Counter
 from collections.abc import Iterable
 from types import TracebackType
@@ -154,6 +152,10 @@ class SandboxServer:
         """Stop serving."""
         if self._runner is None:
             return
+        # A connection accepted a moment ago is still being set up (a task of the loop's);
+        # let it finish, so that cleanup closes it rather than leaving it half-made.
+        for _ in range(3):
+            await asyncio.sleep(0)
         await self._runner.cleanup()
         self._runner = None
         await asyncio.sleep(0)  # run the transports' connection_lost callbacks
@@ -397,13 +399,6 @@ class _ThreadedSandbox:
         except BaseException as exc:  # noqa: BLE001 -- reported to the starting thread
             self._failure = exc
             self._ready.set()
-        # A client on another thread that gives up mid-connect can leave a connection
-        # accepted but never set up when the loop ends; it is garbage now. Collect it here,
-        # where its (harmless) ResourceWarning can be recognised as the sandbox's own,
-        # rather than in whichever test happens to run the GC next.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            gc.collect()
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
