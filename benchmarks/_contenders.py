@@ -60,26 +60,24 @@ def _client(base: str, concurrency: int) -> SendAI:
     )
 
 
-async def typed(base: str, ids: list[str], concurrency: int) -> int:
-    """sendai_async ``iter_many`` returning ``Task`` objects."""
+async def _sdk(base: str, ids: list[str], concurrency: int, *, raw_payloads: bool) -> int:
     count = 0
     async with _client(base, concurrency) as client:
-        async for result in client.tasks.iter_many(
-            ids, project_id=PROJECT, concurrency=concurrency
-        ):
+        tasks = client.tasks
+        stream = tasks.iter_many_raw if raw_payloads else tasks.iter_many
+        async for result in stream(ids, project_id=PROJECT, concurrency=concurrency):
             count += result.ok
     return count
+
+
+async def typed(base: str, ids: list[str], concurrency: int) -> int:
+    """sendai_async ``iter_many`` returning ``Task`` objects."""
+    return await _sdk(base, ids, concurrency, raw_payloads=False)
 
 
 async def raw(base: str, ids: list[str], concurrency: int) -> int:
     """sendai_async ``iter_many_raw``: the CLI ``fetch`` path (payloads as received)."""
-    count = 0
-    async with _client(base, concurrency) as client:
-        async for result in client.tasks.iter_many_raw(
-            ids, project_id=PROJECT, concurrency=concurrency
-        ):
-            count += result.ok
-    return count
+    return await _sdk(base, ids, concurrency, raw_payloads=True)
 
 
 async def peer(base: str, ids: list[str], concurrency: int) -> int:
