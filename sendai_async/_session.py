@@ -107,13 +107,7 @@ class SessionManager:
             raise ClientClosedError(
                 "this SendAI client is closed; create a new client to make more requests"
             )
-        if self._external is not None:
-            return self._external
-        loop = asyncio.get_running_loop()
-        entry = self._by_loop.get(loop)
-        if entry is not None and not entry.session.closed:
-            return entry.session
-        return await self._open(loop)
+        return self.current() or await self._open(asyncio.get_running_loop())
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
         session = self._factory()

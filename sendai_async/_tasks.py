@@ -24,14 +24,6 @@ if TYPE_CHECKING:
     from ._client import SendAI
 
 
-@functools.lru_cache(maxsize=1024)
-def _quote_segment(value: str) -> str:
-    segment = quote(value, safe="")
-    if segment.strip(".") == "":
-        segment = segment.replace(".", "%2E")
-    return segment
-
-
 def path_segment(value: object, name: str) -> str:
     """Percent-encode one path segment so that no ID can change the path.
 
@@ -45,9 +37,10 @@ def path_segment(value: object, name: str) -> str:
     """
     if not isinstance(value, str) or not value:
         raise ConfigurationError(f"{name} must be a non-empty string, got {value!r}")
-    if name == "task_id":  # one-off values; caching them would only churn the cache
-        return _quote_segment.__wrapped__(value)
-    return _quote_segment(value)
+    segment = quote(value, safe="")
+    if segment.strip(".") == "":
+        segment = segment.replace(".", "%2E")
+    return segment
 
 
 @functools.lru_cache(maxsize=256)
