@@ -319,20 +319,15 @@ def _transport_error(exc: aiohttp.ClientError) -> TransportError:
     return TransportError(f"HTTP client error: {exc}", retryable=False)
 
 
-def _redact(text: str, secret: str) -> str:
-    return text.replace(secret, "[redacted]") if secret in text else text
-
-
 def _error_body(body: bytes, api_key: str) -> Any:
     if not body:
         return None
+    # An echoing proxy must not leak the key into our errors: redact before anything else.
+    body = body.replace(api_key.encode(), b"[redacted]")
     try:
-        parsed = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
-        return _redact(body[:_ERROR_TEXT_LIMIT].decode("utf-8", "replace"), api_key)
-    if api_key.encode() in body:  # an echoing proxy must not leak the key into our errors
-        return orjson.loads(body.replace(api_key.encode(), b"[redacted]"))
-    return parsed
+        return body[:_ERROR_TEXT_LIMIT].decode("utf-8", "replace")
 
 
 def _detail(parsed: Any) -> str:
