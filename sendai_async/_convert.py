@@ -216,7 +216,7 @@ def _build_converter() -> Any:
 converter = _build_converter()
 _structure_task_hook = converter.get_structure_hook(Task)
 
-_fast_hooks = HookFactory({datetime: _structure_datetime, _OpenEnum: _open_enum_hook})
+_fast_hooks = HookFactory(converter.get_structure_hook)
 _fast_hooks.register(Point, point_hook())
 _fast_structure_task = _fast_hooks.hook(Task)
 _unstructure_task_hook = converter.get_unstructure_hook(Task)

@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from ._models import Point, _OpenEnum
+from ._models import Point
 
 Hook = Callable[[Any], Any]
 LeafHook = Callable[..., Any]
@@ -55,10 +55,10 @@ def _optional_of(tp: Any) -> Any:
 class HookFactory:
     """Generate and cache fast hooks for attrs model classes."""
 
-    def __init__(self, scalar_hooks: dict[Any, LeafHook]) -> None:
-        # Hooks for leaf types that are not inlined (datetime, open enums); they raise on
-        # bad input.
-        self._scalar_hooks = scalar_hooks
+    def __init__(self, leaf_hook: Callable[[Any], LeafHook]) -> None:
+        # Where hooks for leaf types that are not inlined (datetime, open enums) come from:
+        # the converter's own, which raise on bad input.
+        self._leaf_hook = leaf_hook
         self._hooks: dict[type, Hook] = {}
 
     def register(self, cls: type, hook: Hook) -> None:
@@ -71,13 +71,6 @@ class HookFactory:
         if hook is None:
             hook = self._hooks[cls] = self._generate(cls)
         return hook
-
-    def _leaf(self, tp: Any) -> LeafHook:
-        if tp in self._scalar_hooks:
-            return self._scalar_hooks[tp]
-        if isinstance(tp, type) and issubclass(tp, _OpenEnum):
-            return self._scalar_hooks[_OpenEnum](tp)  # type: ignore[no-any-return]
-        raise TypeError(f"no fast hook for {tp!r}")
 
     def _generate(self, cls: type) -> Hook:
         hints = typing.get_type_hints(cls)
@@ -136,7 +129,7 @@ class HookFactory:
                 "if type(v) is not list: __fail()",
                 f"v = tuple(map(__item_{name}, v))",
             ]
-        names[f"__leaf_{name}"] = self._leaf(tp)
+        names[f"__leaf_{name}"] = self._leaf_hook(tp)
         return [f"v = __leaf_{name}(v, None)"]
 
 
