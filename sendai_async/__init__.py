@@ -1,6 +1,6 @@
 """sendai_async: the asyncio-first Python SDK for Send AI's document-processing API."""
 
-from ._batch import BatchError, BatchResult, RawTaskResult, TaskResult
+from ._batch import BatchError, BatchResult, MapResult, RawTaskResult, TaskResult
 from ._client import SendAI
 from ._config import RetryPolicy, Timeout
 from ._errors import (
@@ -10,6 +10,7 @@ from ._errors import (
     ClientClosedError,
     ConfigurationError,
     ConflictError,
+    ContentTooLargeError,
     DecodeError,
     NotFoundError,
     PaginationError,
@@ -20,6 +21,8 @@ from ._errors import (
     SendAIError,
     ServerError,
     TransportError,
+    UnprocessableEntityError,
+    WaitTimeoutError,
 )
 from ._hooks import Hooks, RequestEvent, ResponseEvent, RetryEvent
 from ._models import (
@@ -28,11 +31,13 @@ from ._models import (
     MetaItem,
     Page,
     Point,
+    ReportIssue,
     Segment,
     Signature,
     StepType,
     Task,
     TaskStatus,
+    Upload,
 )
 from ._pagination import (
     AsyncPaginator,
@@ -43,6 +48,7 @@ from ._pagination import (
     TokenPagination,
 )
 from ._version import __version__
+from .resources import Tasks, Uploads
 
 __all__ = [
     "APIStatusError",
@@ -56,9 +62,11 @@ __all__ = [
     "ClientClosedError",
     "ConfigurationError",
     "ConflictError",
+    "ContentTooLargeError",
     "DecodeError",
     "Hooks",
     "ListingPage",
+    "MapResult",
     "MetaItem",
     "NotFoundError",
     "OffsetPagination",
@@ -70,6 +78,7 @@ __all__ = [
     "Point",
     "RateLimitError",
     "RawTaskResult",
+    "ReportIssue",
     "RequestEvent",
     "RequestTimeoutError",
     "ResponseEvent",
@@ -85,8 +94,13 @@ __all__ = [
     "Task",
     "TaskResult",
     "TaskStatus",
+    "Tasks",
     "Timeout",
     "TokenPagination",
     "TransportError",
+    "UnprocessableEntityError",
+    "Upload",
+    "Uploads",
+    "WaitTimeoutError",
     "__version__",
 ]

@@ -76,6 +76,27 @@ class RawTaskResult:
         return self.error is None
 
 
+@attrs.frozen(kw_only=True)
+class MapResult(Generic[T]):
+    """The outcome of one call of ``SendAI.map``: its value or the error it raised.
+
+    Attributes:
+        key: The item (an ID) the call was made for.
+        value: What the call returned, or ``None`` when it failed.
+        error: The typed error, or ``None`` on success.
+
+    """
+
+    key: str
+    value: T | None = None
+    error: SendAIError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the call succeeded."""
+        return self.error is None
+
+
 class BatchError(SendAIError):
     """Some tasks of a batch failed; raised by ``BatchResult.raise_for_errors()``."""
 
@@ -106,6 +127,10 @@ class BatchResult:
         """Whether every ID was fetched."""
         return all(r.error is None for r in self.results)
 
+    def by_id(self) -> dict[str, TaskResult]:
+        """Return ``{task_id: TaskResult}`` for every distinct input ID."""
+        return {r.task_id: r for r in self.results}
+
     def raise_for_errors(self) -> None:
         """Raise ``BatchError`` (with this result as ``.batch``) if any ID failed."""
         errors = self.errors
@@ -134,6 +159,11 @@ _DONE = _Done()
 
 
 _END: Any = object()
+
+
+def map_result(_index: int, key: str, value: T | None, error: SendAIError | None) -> MapResult[T]:
+    """Wrap one pool outcome as a ``MapResult``."""
+    return MapResult(key=key, value=value, error=error)
 
 
 class _Pool(Generic[T]):

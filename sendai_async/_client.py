@@ -2,32 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
 import aiohttp
+import attrs
 
+from ._batch import MapResult, ProgressCallback, TaskIds, map_result, run_pool
 from ._config import (
     DEFAULT_MAX_RESPONSE_BYTES,
-    ENV_TEAM_ID,
     RetryPolicy,
     Timeout,
+    coerce_retry,
+    coerce_timeout,
     resolve_api_key,
     resolve_base_url,
     resolve_team_id,
 )
 from ._errors import ConfigurationError
 from ._hooks import Hooks
-from ._http import HTTPCore, default_user_agent
+from ._http import Requester, RequestOptions, Transport, default_user_agent
 from ._logging import configure_from_env
 from ._pagination import AsyncPaginator, PageStrategy, make_paginator
 from ._session import SessionManager
-from ._tasks import Tasks
+from .resources import Tasks, Uploads
 
 T = TypeVar("T")
 
 configure_from_env()
+
+_UNSET: Any = object()
 
 
 class SendAI:
@@ -38,12 +43,18 @@ class SendAI:
     threads' loops, and survives ``os.fork()``: each event loop gets its own connection
     pool, created on first use and closed when that loop shuts down.
 
+    Resources: ``sendai.tasks`` (get, bulk, actions, report, wait) and ``sendai.uploads``
+    (create, get, move); ``sendai.paginate`` walks listings; ``sendai.map`` runs any
+    per-ID call through the bulk worker pool; ``sendai.with_options`` gives a view with
+    other defaults.
+
     Args:
         api_key: The API key; defaults to ``SENDAI_API_KEY``.
         team_id: The default team; defaults to ``SENDAI_TEAM_ID``. Every call may override it.
         base_url: The API root; defaults to ``SENDAI_BASE_URL``, then ``https://api.send.ai``.
             Plain http is accepted only for loopback hosts.
-        timeout: Per-attempt time limits.
+        timeout: Per-attempt time limits: a ``Timeout``, or a number of seconds for the
+            whole attempt.
         retry: What is retried and the whole call's deadline.
         max_connections: Connection pool size per event loop; also the most requests a
             batch runs at once.
@@ -51,13 +62,18 @@ class SendAI:
         session: An ``aiohttp.ClientSession`` to use instead of our own. It is never closed
             by us, and it must belong to the loop the client is used in.
         user_agent: Replaces the default ``User-Agent``.
-        max_response_bytes: Larger response bodies are refused unread
-            (``ResponseTooLargeError``).
+        max_response_bytes: Larger response bodies are refused (``ResponseTooLargeError``),
+            counted after decompression.
 
     Raises:
         ConfigurationError: the key is missing, or an argument is invalid.
 
     """
+
+    tasks: Tasks
+    """Read, act on, report and wait for tasks."""
+    uploads: Uploads
+    """Upload documents; read and move uploads."""
 
     def __init__(
         self,
@@ -65,7 +81,7 @@ class SendAI:
         *,
         team_id: str | None = None,
         base_url: str | None = None,
-        timeout: Timeout | None = None,
+        timeout: Timeout | float | None = None,
         retry: RetryPolicy | None = None,
         max_connections: int = 100,
         hooks: Hooks | None = None,
@@ -73,15 +89,14 @@ class SendAI:
         user_agent: str | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        if max_connections < 1:
-            raise ConfigurationError(f"max_connections must be at least 1, got {max_connections}")
-        if max_response_bytes < 1:
-            raise ConfigurationError("max_response_bytes must be positive")
+        _check_positive_int(max_connections, "max_connections")
+        _check_positive_int(max_response_bytes, "max_response_bytes")
+        if hooks is not None and not isinstance(hooks, Hooks):
+            raise ConfigurationError(f"hooks must be a Hooks, got {type(hooks).__name__}")
+        attempt_timeout = coerce_timeout(timeout) or Timeout()
+        policy = coerce_retry(retry) or RetryPolicy()
         key = resolve_api_key(api_key)
-        self.base_url = resolve_base_url(base_url)
-        self.team_id = resolve_team_id(team_id)
-        self.max_connections = max_connections
-        self._owns_pool = session is None
+        base = resolve_base_url(base_url)
 
         def new_session() -> aiohttp.ClientSession:
             connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0)
@@ -89,37 +104,101 @@ class SendAI:
             # refuse to combine them with our Authorization header.
             return aiohttp.ClientSession(connector=connector, trust_env=False)
 
-        self._http = HTTPCore(
+        transport = Transport(
             api_key=key,
-            base_url=self.base_url,
-            timeout=timeout or Timeout(),
-            retry=retry or RetryPolicy(),
+            base_url=base,
             hooks=hooks or Hooks(),
             max_response_bytes=max_response_bytes,
             sessions=SessionManager(new_session, external=session),
             user_agent=user_agent or default_user_agent(),
+            budget_capacity=policy.budget_capacity,
+            pool_limit=max_connections if session is None else None,
         )
-        self.tasks = Tasks(self)
+        self.max_connections = max_connections
+        options = RequestOptions(
+            timeout=attempt_timeout, retry=policy, team_id=resolve_team_id(team_id)
+        )
+        self._bind(Requester(transport, options))
+
+    def _bind(self, requester: Requester) -> None:
+        self._requester = requester
+        self.tasks = Tasks(requester)
+        self.uploads = Uploads(requester)
+
+    def with_options(
+        self,
+        *,
+        timeout: Timeout | float | None = _UNSET,
+        retry: RetryPolicy | None = _UNSET,
+        team_id: str | None = _UNSET,
+    ) -> SendAI:
+        """Return a view of this client with other defaults.
+
+        The view shares everything else: connection pools, the 429 gate, the retry budget
+        and the counters. Closing either closes both. Typical use, in a web handler that
+        must answer within two seconds::
+
+            quick = sendai.with_options(retry=RetryPolicy(deadline=2), timeout=1)
+
+        Args:
+            timeout: The per-attempt ``Timeout`` (or seconds for the whole attempt).
+            retry: The ``RetryPolicy``. The retry budget stays the client's.
+            team_id: The default team (``None`` removes it).
+
+        Raises:
+            ConfigurationError: a value of the wrong type.
+
+        """
+        changes: dict[str, Any] = {}
+        if timeout is not _UNSET:
+            changes["timeout"] = coerce_timeout(timeout) or Timeout()
+        if retry is not _UNSET:
+            changes["retry"] = coerce_retry(retry) or RetryPolicy()
+        if team_id is not _UNSET:
+            if team_id is not None and not isinstance(team_id, str):
+                raise ConfigurationError(f"team_id must be a string, got {type(team_id).__name__}")
+            changes["team_id"] = team_id
+        view = object.__new__(SendAI)
+        view.max_connections = self.max_connections
+        view._bind(
+            Requester(self._requester.transport, attrs.evolve(self._requester.options, **changes))
+        )
+        return view
+
+    @property
+    def base_url(self) -> str:
+        """The API root requests go to."""
+        return self._requester.transport.base_url
+
+    @property
+    def team_id(self) -> str | None:
+        """The default team of this client (or view)."""
+        return self._requester.options.team_id
 
     @property
     def timeout(self) -> Timeout:
         """The per-attempt time limits."""
-        return self._http.timeout
+        return self._requester.options.timeout
 
     @property
     def retry(self) -> RetryPolicy:
         """The retry policy."""
-        return self._http.retry
+        return self._requester.options.retry
 
     @property
     def closed(self) -> bool:
         """Whether ``aclose()`` was called."""
-        return self._http.sessions.closed
+        return self._requester.transport.sessions.closed
 
     @property
     def retries(self) -> int:
         """How many retries this client has made so far (for summaries and metrics)."""
-        return self._http.retries
+        return self._requester.transport.retries
+
+    @property
+    def requests(self) -> int:
+        """How many HTTP requests this client has sent so far, retries included."""
+        return self._requester.transport.requests
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -138,7 +217,43 @@ class SendAI:
 
     async def aclose(self) -> None:
         """Close the connection pools this client created; a caller's session stays open."""
-        await self._http.sessions.aclose()
+        await self._requester.transport.sessions.aclose()
+
+    def map(
+        self,
+        call: Callable[[str], Awaitable[T]],
+        ids: TaskIds,
+        *,
+        concurrency: int = 16,
+        dedupe: bool = True,
+        on_progress: ProgressCallback | None = None,
+    ) -> AsyncGenerator[MapResult[T], None]:
+        """Run ``call(id)`` for every ID through the bulk worker pool; yield as each ends.
+
+        The pool of ``tasks.iter_many``, for any per-ID call: IDs pulled lazily from any
+        (async) iterable, at most ``concurrency`` calls at once, each ID's ``SendAIError``
+        its own result, and a 401 or 403 stopping the run. For example, approve many::
+
+            approve = functools.partial(sendai.tasks.approve, project_id="proj_1")
+            async for result in sendai.map(approve, ids, concurrency=8):
+                print(result.key, "approved" if result.ok else result.error)
+
+        Args:
+            call: An async callable taking one ID.
+            ids: The IDs.
+            concurrency: Calls in flight at most (capped at ``max_connections``).
+            dedupe: Call once per distinct ID.
+            on_progress: Called as ``on_progress(done, failed, total)`` after each ID.
+
+        """
+        return run_pool(
+            ids,
+            call,
+            map_result,
+            concurrency=self._requester.transport.pool_width(concurrency),
+            dedupe=dedupe,
+            on_progress=on_progress,
+        )
 
     @overload
     def paginate(
@@ -190,7 +305,7 @@ class SendAI:
 
         """
         return make_paginator(
-            self,
+            self._requester,
             path,
             params=params,
             item_type=item_type,
@@ -199,15 +314,7 @@ class SendAI:
             resume_from=resume_from,
         )
 
-    def _team(self, team_id: str | None) -> str:
-        team = team_id if team_id is not None else self.team_id
-        if team is None:
-            raise ConfigurationError(
-                f"no team: pass team_id=... to the client or the call, or set {ENV_TEAM_ID}"
-            )
-        return team
 
-    def _pool_width(self, concurrency: int) -> int:
-        # More workers than pooled connections would only queue for a connection, and
-        # that queueing counts against each attempt's timeout.
-        return min(concurrency, self.max_connections) if self._owns_pool else concurrency
+def _check_positive_int(value: object, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")

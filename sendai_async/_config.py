@@ -136,3 +136,41 @@ def resolve_api_key(api_key: str | None) -> str:
 def resolve_team_id(team_id: str | None) -> str | None:
     """Return the default team from the argument or ``SENDAI_TEAM_ID`` (may be ``None``)."""
     return team_id if team_id is not None else (os.environ.get(ENV_TEAM_ID) or None)
+
+
+def coerce_timeout(value: object, *, name: str = "timeout") -> Timeout | None:
+    """Return ``value`` as a ``Timeout``: a number means seconds for the whole attempt.
+
+    ``None`` stays ``None`` (use the default). Checked where it is given, so a wrong type
+    fails at the call that passed it rather than deep inside the first request.
+
+    Raises:
+        ConfigurationError: ``value`` is neither ``None``, a ``Timeout`` nor a positive number.
+
+    """
+    if value is None or isinstance(value, Timeout):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not value > 0:
+            raise ConfigurationError(f"{name} must be positive, got {value!r}")
+        return Timeout(total=float(value))
+    raise ConfigurationError(
+        f"{name} must be a Timeout or a number of seconds, got {type(value).__name__}"
+    )
+
+
+def coerce_retry(value: object, *, name: str = "retry") -> RetryPolicy | None:
+    """Return ``value`` as a ``RetryPolicy`` (``None`` stays ``None``: use the default).
+
+    Raises:
+        ConfigurationError: ``value`` is not a ``RetryPolicy``; the message shows the fix.
+
+    """
+    if value is None or isinstance(value, RetryPolicy):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ConfigurationError(
+            f"{name} must be a RetryPolicy; for {value} attempts pass "
+            f"{name}=RetryPolicy(max_attempts={value})"
+        )
+    raise ConfigurationError(f"{name} must be a RetryPolicy, got {type(value).__name__}")

@@ -33,6 +33,7 @@ from ._models import (
     StepType,
     Task,
     TaskStatus,
+    Upload,
     _OpenEnum,
 )
 
@@ -66,6 +67,12 @@ def _structure_number(value: Any, _: Any) -> float:
     if type(value) is float or type(value) is int:
         return value
     raise TypeError(f"expected a number, got {_json_type(value)}")
+
+
+def _structure_int(value: Any, _: Any) -> int:
+    if type(value) is int:
+        return value
+    raise TypeError(f"expected an integer, got {_json_type(value)}")
 
 
 def _structure_bool(value: Any, _: Any) -> bool:
@@ -191,6 +198,7 @@ def _build_converter() -> Any:
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(float, _structure_number)
     converter.register_structure_hook(bool, _structure_bool)
+    converter.register_structure_hook(int, _structure_int)
     converter.register_structure_hook(datetime, _structure_datetime)
     converter.register_structure_hook(Point, _structure_point)
     quad = tuple[Point, Point, Point, Point]
@@ -215,6 +223,7 @@ def _build_converter() -> Any:
 
 converter = _build_converter()
 _structure_task_hook = converter.get_structure_hook(Task)
+_structure_upload_hook = converter.get_structure_hook(Upload)
 
 _fast_hooks = HookFactory(converter.get_structure_hook)
 _fast_hooks.register(Point, point_hook())
@@ -245,11 +254,16 @@ def structure_task(payload: Any, *, path: str = "payload") -> Task:
     try:
         return _structure_task_hook(payload, Task)  # type: ignore[no-any-return]
     except Exception as exc:
-        problems = transform_error(exc, path=path, format_exception=_error_description)
-        first = problems[0] if problems else f"invalid task @ {path}"
-        description, _, where = first.rpartition(" @ ")
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise DecodeError(f"{description} at {where}{more}", path=where) from exc
+        raise _described(exc, path, "task") from exc
+
+
+def _described(exc: Exception, path: str, what: str) -> DecodeError:
+    """Turn a detailed-validation failure into a ``DecodeError`` naming the first bad field."""
+    problems = transform_error(exc, path=path, format_exception=_error_description)
+    first = problems[0] if problems else f"invalid {what} @ {path}"
+    description, _, where = first.rpartition(" @ ")
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return DecodeError(f"{description} at {where}{more}", path=where)
 
 
 def loads(body: bytes) -> Any:
@@ -311,3 +325,36 @@ def decode_task(body: bytes) -> Task:
 def unstructure_task(task: Task) -> dict[str, Any]:
     """Turn a ``Task`` back into the API's JSON shape."""
     return _unstructure_task_hook(task)  # type: ignore[no-any-return]
+
+
+# The documented create response is flat camelCase; get and move are snake_case.
+_UPLOAD_FIELD_ALIASES = {
+    "projectId": "project_id",
+    "folderId": "folder_id",
+    "fileType": "file_type",
+    "fileSize": "file_size",
+    "createdAt": "created_at",
+    "updatedAt": "updated_at",
+}
+
+
+def decode_upload(body: bytes) -> Upload:
+    """Decode an upload response, ``{"payload": {...}}`` or the flat create shape.
+
+    Raises:
+        DecodeError: the body is not JSON or not an upload; the message names the field.
+
+    """
+    document = loads(body)
+    path = "$"
+    if type(document) is dict and type(document.get("payload")) is dict:
+        document, path = document["payload"], "payload"
+    if type(document) is not dict:
+        raise DecodeError(
+            f"expected an upload object at {path}, got {_json_type(document)}", path=path
+        )
+    fields = {_UPLOAD_FIELD_ALIASES.get(key, key): value for key, value in document.items()}
+    try:
+        return _structure_upload_hook(fields, Upload)  # type: ignore[no-any-return]
+    except Exception as exc:
+        raise _described(exc, path, "upload") from exc

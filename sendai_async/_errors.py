@@ -13,11 +13,17 @@
     │   ├── AuthenticationError   401
     │   ├── PermissionDeniedError 403
     │   ├── NotFoundError         404
-    │   ├── ConflictError         409
+    │   ├── ConflictError         409 (e.g. an action refused in the task's state)
+    │   ├── ContentTooLargeError  413 (an upload over the API's limits)
+    │   ├── UnprocessableEntityError 422
     │   ├── RateLimitError        429
     │   └── ServerError           5xx
     ├── DecodeError               (also ValueError) a 2xx body that is not JSON or not a task
-    └── PaginationError           a listing that would never end
+    ├── PaginationError           a listing that would never end
+    └── WaitTimeoutError          (also TimeoutError) tasks.wait ran out of time; .last
+
+A failure after a state-changing request was sent (a reset, a timeout, a 5xx) leaves its
+outcome unknown: such errors have ``outcome_unknown`` set and are not retried blindly.
 
 Every error records the request it belongs to (method and a URL that never holds a secret)
 and how many requests were made. Messages are built from those fields only, so an API key
@@ -44,6 +50,12 @@ class SendAIError(Exception):
             retry budget was empty.
         batch: For a fatal error in ``get_many``, what finished before the batch stopped.
         resume_from: For an error while paging, the cursor that produced the failed page.
+        request_sent: Whether the last request may have reached the server (``False``
+            when it provably did not, e.g. the connection was refused; ``None`` when no
+            request was involved).
+        outcome_unknown: ``True`` when a state-changing request (report, upload) was sent
+            but no complete answer came back: it may or may not have taken effect, so it
+            was not retried. Check the resource before repeating it.
 
     """
 
@@ -63,12 +75,19 @@ class SendAIError(Exception):
         self.retry_budget_exhausted = False
         self.batch: BatchResult | None = None
         self.resume_from: Any = None
+        self.request_sent: bool | None = None
+        self.outcome_unknown = False
 
     def __str__(self) -> str:
         text = self.message
         if self.method and self.url:
             plural = "" if self.attempts == 1 else "s"
             text += f" ({self.method} {self.url}, {self.attempts} attempt{plural})"
+        if self.outcome_unknown:
+            text += (
+                " [outcome unknown: the request was sent and may have taken effect; it was"
+                " not retried because repeating it is not safe]"
+            )
         if self.retry_budget_exhausted:
             text += " [not retried: the client's retry budget is exhausted]"
         return text
@@ -177,6 +196,14 @@ class ConflictError(APIStatusError):
     """HTTP 409: the resource is not in a state that allows the request."""
 
 
+class ContentTooLargeError(APIStatusError):
+    """HTTP 413: the upload exceeds the API's limits (40 MB a file, 20 MB a page, 100 files)."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """HTTP 422: the request was understood but refused (e.g. the task's state forbids it)."""
+
+
 class RateLimitError(APIStatusError):
     """HTTP 429: the team's rate limit was hit; see ``retry_after``."""
 
@@ -210,12 +237,27 @@ class PaginationError(SendAIError):
     """A listing repeated its cursor or produced endless empty pages."""
 
 
+class WaitTimeoutError(SendAIError, TimeoutError):
+    """``tasks.wait`` ran out of time before the task reached the awaited status.
+
+    Attributes:
+        last: The last ``Task`` seen while waiting, or ``None`` if no poll succeeded.
+
+    """
+
+    def __init__(self, message: str, *, last: Any = None, attempts: int = 0) -> None:
+        super().__init__(message, attempts=attempts)
+        self.last = last
+
+
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,
     403: PermissionDeniedError,
     404: NotFoundError,
     409: ConflictError,
+    413: ContentTooLargeError,
+    422: UnprocessableEntityError,
     429: RateLimitError,
 }
 

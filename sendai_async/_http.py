@@ -1,9 +1,16 @@
 """The request path: one retried call made of attempts, each a single HTTP exchange.
 
-Reading order: ``HTTPCore.request`` (retries, deadline) -> ``_attempt`` (gate, timeout, hooks)
--> ``_exchange`` (send, read the body within the size limit) -> ``_status_error`` for non-2xx.
-The whole exchange, body read included, is inside the retry, so a body cut off mid-stream
-is retried like a refused connection.
+Reading order: ``Requester.request`` (builds the call, retries, decodes) -> ``_Call.attempt``
+(429 gate, deadline, hooks, what may be retried) -> ``Transport.exchange`` (send, read the
+body within the size limit) -> ``Transport.status_error`` for non-2xx. The whole exchange,
+body read included, is inside the retry, so a body cut off mid-stream is retried like a
+refused connection, when retrying is safe.
+
+What is safe to retry: any request that provably never reached the server (connection
+refused, DNS failure, connect timeout) and any 429. After an ambiguous failure (sent, then
+a reset, a timeout, a cut body or a 5xx) only an idempotent request is retried; a
+state-changing one either proves its outcome with ``recover`` (reading the resource back)
+or fails with ``outcome_unknown`` set.
 """
 
 from __future__ import annotations
@@ -13,8 +20,8 @@ import logging
 import math
 import platform
 import ssl
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import attrs
@@ -22,9 +29,12 @@ import orjson
 from yarl import URL
 
 from . import _retry
-from ._config import RetryPolicy, Timeout
+from ._config import ENV_TEAM_ID, RetryPolicy, Timeout
 from ._errors import (
     APIStatusError,
+    ConfigurationError,
+    DecodeError,
+    RateLimitError,
     RequestTimeoutError,
     ResponseTooLargeError,
     SendAIError,
@@ -33,12 +43,22 @@ from ._errors import (
 )
 from ._hooks import Hooks, RequestEvent, ResponseEvent, RetryEvent, emit
 from ._logging import logger
-from ._retry import NotBeforeGate, RetryBudget, call_with_retries, parse_retry_after
+from ._retry import NotBeforeGate, RetryBudget, call_with_retries, is_retryable, parse_retry_after
 from ._session import SessionManager
 from ._version import __version__
 
+if TYPE_CHECKING:
+    from ._multipart import Multipart
+
+T = TypeVar("T")
+
 _ERROR_TEXT_LIMIT = 4096
 _CHUNK = 64 * 1024
+# Errors raised before a single byte of the request left: retrying them is always safe.
+_NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+
+Decode = Callable[[bytes], T]
+Recover = Callable[[], Awaitable[bytes | None]]
 
 
 def default_user_agent() -> str:
@@ -65,84 +85,52 @@ class RawResponse:
         return self.headers.get("x-request-id") or self.headers.get("request-id")
 
 
-class HTTPCore:
-    """Send authenticated GET requests with timeouts, retries, hooks and size limits."""
+class Transport:
+    """What every view of one client shares: sessions, headers, the 429 gate, the budget.
+
+    ``SendAI.with_options`` views share one ``Transport``, so they share connection pools,
+    a 429 from any of them holds back all of them, and retries draw on one budget.
+    """
 
     def __init__(
         self,
         *,
         api_key: str,
         base_url: str,
-        timeout: Timeout,
-        retry: RetryPolicy,
         hooks: Hooks,
         max_response_bytes: int,
         sessions: SessionManager,
         user_agent: str,
+        budget_capacity: int | None,
+        pool_limit: int | None,
     ) -> None:
         self._api_key = api_key
+        self.pool_limit = pool_limit
         self.base_url = base_url
-        self.timeout = timeout
-        self.retry = retry
         self.hooks = hooks
         self.max_response_bytes = max_response_bytes
         self.sessions = sessions
-        self.budget = RetryBudget(retry.budget_capacity) if retry.budget_capacity else None
+        self.budget = RetryBudget(budget_capacity) if budget_capacity else None
         self.gate = NotBeforeGate()
-        self._headers = {
+        self.headers = {
             "Authorization": f"Bearer {api_key}",
             "Accept": "application/json",
             "User-Agent": user_agent,
         }
+        self.json_headers = {**self.headers, "Content-Type": "application/json"}
         self._client_timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
-        self.retries = 0  # retries made by this client, for summaries
-        self.requests = 0  # attempts sent by this client
+        self.retries = 0  # retries made through this transport, for summaries
+        self.requests = 0  # attempts sent through this transport
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        timeout: Timeout | None = None,
-    ) -> RawResponse:
-        """Make a retried request to ``base_url + path`` (``path`` already percent-encoded).
+    def pool_width(self, concurrency: int) -> int:
+        """Return how many workers a batch may run: at most one per pooled connection.
 
-        Raises:
-            SendAIError: a subclass describing the last failure, with ``attempts`` set.
-
+        More workers than pooled connections would only queue for a connection, and that
+        queueing counts against each attempt's timeout.
         """
-        shown_url = self.base_url + path
-        url = URL(shown_url, encoded=True)
-        if params:
-            url = url.update_query(params)
-            shown_url = str(url)
-        attempt_timeout = timeout or self.timeout
+        return concurrency if self.pool_limit is None else min(concurrency, self.pool_limit)
 
-        async def attempt(number: int, deadline_at: float) -> RawResponse:
-            return await self._attempt(method, url, shown_url, number, deadline_at, attempt_timeout)
-
-        async def on_retry(number: int, delay: float, cause: SendAIError) -> None:
-            self.retries += 1
-            logger.info(
-                "%s %s: attempt %d failed (%s); retrying in %.2fs",
-                method,
-                shown_url,
-                number,
-                cause.message,
-                delay,
-            )
-            if self.hooks.on_retry:
-                event = RetryEvent(
-                    method=method, url=shown_url, attempt=number, delay=delay, cause=cause
-                )
-                await emit(self.hooks.on_retry, event)
-
-        return await call_with_retries(
-            attempt, policy=self.retry, budget=self.budget, on_retry=on_retry
-        )
-
-    def _client_timeout(self, timeout: Timeout, remaining: float) -> aiohttp.ClientTimeout:
+    def client_timeout(self, timeout: Timeout, remaining: float) -> aiohttp.ClientTimeout:
         """Translate a ``Timeout`` for aiohttp, capped by what is left of the deadline.
 
         ``Timeout.connect`` maps to ``sock_connect``, not aiohttp's ``connect``: the latter
@@ -162,103 +150,18 @@ class HTTPCore:
             total=remaining, sock_connect=timeout.connect, sock_read=timeout.read
         )
 
-    async def _attempt(
-        self,
-        method: str,
-        url: URL,
-        shown_url: str,
-        number: int,
-        deadline_at: float,
-        timeout: Timeout,
-    ) -> RawResponse:
-        now = _retry._clock()
-        hold = self.gate.delay(now, deadline_at)
-        if hold > 0:  # a 429 elsewhere in this client asked everyone to wait
-            await _retry._sleep(hold)
-            now = _retry._clock()
-        remaining = deadline_at - now
-        if remaining <= 0:
-            raise RequestTimeoutError(
-                "the call's deadline passed", method=method, url=shown_url, attempts=number - 1
-            )
-        session = self.sessions.current() or await self.sessions.get()
-        if self.hooks.on_request:
-            await emit(
-                self.hooks.on_request, RequestEvent(method=method, url=shown_url, attempt=number)
-            )
-        started = _retry._clock()
-        self.requests += 1
-        error: SendAIError
-        try:
-            status, headers, body = await self._exchange(
-                session, method, url, self._client_timeout(timeout, remaining)
-            )
-        except SendAIError as exc:
-            error = exc
-        except (asyncio.TimeoutError, TimeoutError) as exc:
-            error = RequestTimeoutError(f"no complete response within the timeout ({timeout})")
-            error.__cause__ = exc
-        except aiohttp.ClientError as exc:
-            error = _transport_error(exc)
-            error.__cause__ = exc
-        else:
-            if 200 <= status < 300:
-                response = RawResponse(
-                    status=status, headers=headers, body=body, attempts=number, url=shown_url
-                )
-                # Reporting a success costs a call; skip it when nobody listens.
-                if self.hooks.on_response or logger.isEnabledFor(logging.DEBUG):
-                    await self._observe(method, shown_url, number, started, status, headers, None)
-                return response
-            error = self._status_error(status, headers, body)
-        error.method, error.url, error.attempts = method, shown_url, number
-        status_code = error.status_code if isinstance(error, APIStatusError) else None
-        await self._observe(method, shown_url, number, started, status_code, {}, error)
-        raise error
-
-    async def _observe(
-        self,
-        method: str,
-        url: str,
-        number: int,
-        started: float,
-        status: int | None,
-        headers: Mapping[str, str],
-        error: SendAIError | None,
-    ) -> None:
-        """Log the attempt's outcome and tell the ``on_response`` hooks."""
-        elapsed = _retry._clock() - started
-        if logger.isEnabledFor(logging.DEBUG):
-            outcome = status if error is None else repr(error)
-            logger.debug(
-                "%s %s -> %s in %.1f ms (attempt %d)", method, url, outcome, elapsed * 1e3, number
-            )
-        if self.hooks.on_response:
-            request_id = (
-                error.request_id
-                if isinstance(error, APIStatusError)
-                else headers.get("x-request-id") or headers.get("request-id")
-            )
-            event = ResponseEvent(
-                method=method,
-                url=url,
-                attempt=number,
-                status=status,
-                elapsed=elapsed,
-                request_id=request_id,
-                error=error,
-            )
-            await emit(self.hooks.on_response, event)
-
-    async def _exchange(
+    async def exchange(
         self,
         session: aiohttp.ClientSession,
         method: str,
         url: URL,
         timeout: aiohttp.ClientTimeout,
+        headers: Mapping[str, str],
+        data: Any,
     ) -> tuple[int, Mapping[str, str], bytes]:
+        """Send one request and read its whole body within ``max_response_bytes``."""
         async with session.request(
-            method, url, headers=self._headers, timeout=timeout, allow_redirects=False
+            method, url, headers=headers, data=data, timeout=timeout, allow_redirects=False
         ) as response:
             length = response.content_length
             limit = self.max_response_bytes
@@ -267,17 +170,20 @@ class HTTPCore:
                     f"response body of {length} bytes exceeds max_response_bytes={limit}",
                     retryable=False,
                 )
-            if length is not None:
-                body = await response.read()
+            if length is not None and "Content-Encoding" not in response.headers:
+                body = await response.read()  # the length is what will be read: bounded
             else:
-                body = await _read_chunked(response, limit)
+                # Chunked or compressed: count what is decoded, so that a small gzip
+                # body cannot inflate past the limit.
+                body = await _read_limited(response, limit)
             return response.status, response.headers, body
 
-    def _status_error(self, status: int, headers: Mapping[str, str], body: bytes) -> APIStatusError:
+    def status_error(self, status: int, headers: Mapping[str, str], body: bytes) -> APIStatusError:
+        """Build the typed error for a non-2xx answer; a 429's wait closes the gate."""
         parsed = _error_body(body, self._api_key)
         retry_after = parse_retry_after(headers)
         if status == 429 and retry_after is not None:
-            self.gate.push(min(retry_after, self.retry.max_retry_after))
+            self.gate.push(retry_after)
         cls = status_error_class(status)
         detail = _detail(parsed)
         message = f"HTTP {status}" + (f": {detail}" if detail else "")
@@ -290,14 +196,326 @@ class HTTPCore:
         )
 
 
-async def _read_chunked(response: aiohttp.ClientResponse, limit: int) -> bytes:
+@attrs.frozen(kw_only=True)
+class RequestOptions:
+    """The defaults of one client view: per-attempt timeout, retry policy and team."""
+
+    timeout: Timeout
+    retry: RetryPolicy
+    team_id: str | None
+
+
+class Requester:
+    """Make retried requests through a shared ``Transport`` with one view's defaults.
+
+    The resources (``tasks``, ``uploads``, listings) hold a ``Requester``; they build paths
+    and choose decoders, and never touch sessions, retries or errors themselves.
+    """
+
+    __slots__ = ("options", "transport")
+
+    def __init__(self, transport: Transport, options: RequestOptions) -> None:
+        self.transport = transport
+        self.options = options
+
+    def team(self, team_id: str | None) -> str:
+        """Return the call's team: its own ``team_id`` or the view's default.
+
+        Raises:
+            ConfigurationError: neither is set.
+
+        """
+        team = team_id if team_id is not None else self.options.team_id
+        if team is None:
+            raise ConfigurationError(
+                f"no team: pass team_id=... to the client or the call, or set {ENV_TEAM_ID}"
+            )
+        if not isinstance(team, str) or not team:
+            raise ConfigurationError(f"team_id must be a non-empty string, got {team!r:.80}")
+        return team
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        decode: Decode[T],
+        idempotent: bool,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        files: Multipart | None = None,
+        timeout: Timeout | None = None,
+        retry: RetryPolicy | None = None,
+        recover: Recover | None = None,
+    ) -> T:
+        """Make a retried request to ``base_url + path`` and decode its body.
+
+        Args:
+            method: The HTTP method.
+            path: Already percent-encoded, starting with ``/``.
+            decode: Turns the 2xx body into the result; a ``DecodeError`` it raises gets
+                this call's method, URL and attempts.
+            idempotent: Whether repeating the request after an ambiguous failure is safe.
+            params: Query parameters.
+            json: A JSON body.
+            files: A multipart body, rebuilt for every attempt.
+            timeout: Overrides the view's per-attempt ``Timeout``.
+            retry: Overrides the view's ``RetryPolicy``.
+            recover: For a request that is not idempotent: after an ambiguous failure,
+                returns a body proving the request took effect (decoded as the answer
+                would have been), or ``None`` when it did not (then retrying is safe).
+
+        Raises:
+            SendAIError: a subclass describing the last failure, with ``attempts`` set.
+
+        """
+        transport = self.transport
+        shown_url = transport.base_url + path
+        url = URL(shown_url, encoded=True)
+        if params:
+            url = url.update_query(params)
+            shown_url = str(url)
+        call = _Call(
+            transport,
+            method,
+            url,
+            shown_url,
+            timeout=timeout or self.options.timeout,
+            policy=retry or self.options.retry,
+            idempotent=idempotent,
+            json=json,
+            files=files,
+            recover=recover,
+        )
+        try:
+            response = await call_with_retries(
+                call.attempt, policy=call.policy, budget=transport.budget, on_retry=call.on_retry
+            )
+        finally:
+            if files is not None:
+                files.close()
+        try:
+            return decode(response.body)
+        except DecodeError as exc:
+            exc.method, exc.url, exc.attempts = method, shown_url, response.attempts
+            raise
+
+
+class _Call:
+    """One retried call: what every attempt of it needs, and the attempt itself."""
+
+    __slots__ = (
+        "data",
+        "files",
+        "headers",
+        "idempotent",
+        "method",
+        "policy",
+        "recover",
+        "shown_url",
+        "timeout",
+        "transport",
+        "url",
+    )
+
+    def __init__(
+        self,
+        transport: Transport,
+        method: str,
+        url: URL,
+        shown_url: str,
+        *,
+        timeout: Timeout,
+        policy: RetryPolicy,
+        idempotent: bool,
+        json: Any,
+        files: Multipart | None,
+        recover: Recover | None,
+    ) -> None:
+        self.transport = transport
+        self.method = method
+        self.url = url
+        self.shown_url = shown_url
+        self.timeout = timeout
+        self.policy = policy
+        self.idempotent = idempotent
+        self.recover = recover
+        self.files = files
+        self.data: bytes | None = None
+        self.headers = transport.headers
+        if json is not None:
+            self.data = orjson.dumps(json)
+            self.headers = transport.json_headers
+
+    def _stamp(self, error: SendAIError, attempts: int) -> SendAIError:
+        error.method, error.url, error.attempts = self.method, self.shown_url, attempts
+        return error
+
+    async def attempt(self, number: int, deadline_at: float) -> RawResponse:
+        """Make attempt ``number``; raise a ``SendAIError`` carrying this call's context."""
+        transport = self.transport
+        now = _retry._clock()
+        hold = transport.gate.wait(now)
+        if hold > 0:  # a 429 elsewhere in this client asked everyone to wait
+            # Never wait longer than this call would for its own retry: fail instead, so
+            # one long Retry-After cannot stall a batch or a web handler's deadline.
+            if hold > min(self.policy.max_retry_after, deadline_at - now):
+                raise self._stamp(_gate_refusal(hold), number - 1)
+            await _retry._sleep(hold)
+            now = _retry._clock()
+        remaining = deadline_at - now
+        if remaining <= 0:
+            raise self._stamp(RequestTimeoutError("the call's deadline passed"), number - 1)
+        if self.files is not None and number > 1 and not self.files.replayable:
+            raise self._stamp(
+                TransportError("a non-seekable upload stream cannot be sent again"), number - 1
+            )
+        session = transport.sessions.current() or await transport.sessions.get()
+        if transport.hooks.on_request:
+            await emit(
+                transport.hooks.on_request,
+                RequestEvent(method=self.method, url=self.shown_url, attempt=number),
+            )
+        started = _retry._clock()
+        transport.requests += 1
+        error: SendAIError
+        sent: bool | None = True
+        data = self.data if self.files is None else self.files.form()
+        try:
+            status, headers, body = await transport.exchange(
+                session,
+                self.method,
+                self.url,
+                transport.client_timeout(self.timeout, remaining),
+                self.headers,
+                data,
+            )
+        except SendAIError as exc:
+            error = exc
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            error = RequestTimeoutError(f"no complete response within the timeout ({self.timeout})")
+            error.__cause__ = exc
+        except aiohttp.ClientError as exc:
+            error = _transport_error(exc)
+            error.__cause__ = exc
+            sent = not isinstance(exc, _NOT_SENT)
+        else:
+            if 200 <= status < 300:
+                response = RawResponse(
+                    status=status, headers=headers, body=body, attempts=number, url=self.shown_url
+                )
+                # Reporting a success costs a call; skip it when nobody listens.
+                if transport.hooks.on_response or logger.isEnabledFor(logging.DEBUG):
+                    await self._observe(number, started, status, headers, None)
+                return response
+            error = transport.status_error(status, headers, body)
+            sent = status != 429  # a 429 is a refusal: the request was not acted on
+        error.request_sent = sent
+        self._stamp(error, number)
+        status_code = error.status_code if isinstance(error, APIStatusError) else None
+        await self._observe(number, started, status_code, {}, error)
+        if sent and not self.idempotent and is_retryable(error, self.policy):
+            return await self._settle_ambiguous(error, number)
+        raise error
+
+    async def _settle_ambiguous(self, error: SendAIError, number: int) -> RawResponse:
+        """Decide a state-changing request whose fate is unknown: prove it, or give up."""
+        if self.recover is None:
+            error.outcome_unknown = True
+            raise error
+        try:
+            proof = await self.recover()
+        except SendAIError as read_back:
+            error.outcome_unknown = True
+            raise error from read_back
+        if proof is None:
+            raise error  # provably not applied: the retry loop may send it again
+        logger.info(
+            "%s %s: attempt %d failed (%s) but the read-back shows it took effect",
+            self.method,
+            self.shown_url,
+            number,
+            error.message,
+        )
+        return RawResponse(status=200, headers={}, body=proof, attempts=number, url=self.shown_url)
+
+    async def on_retry(self, number: int, delay: float, cause: SendAIError) -> None:
+        """Count, log and report a retry before its backoff sleep."""
+        transport = self.transport
+        transport.retries += 1
+        logger.info(
+            "%s %s: attempt %d failed (%s); retrying in %.2fs",
+            self.method,
+            self.shown_url,
+            number,
+            cause.message,
+            delay,
+        )
+        if transport.hooks.on_retry:
+            event = RetryEvent(
+                method=self.method, url=self.shown_url, attempt=number, delay=delay, cause=cause
+            )
+            await emit(transport.hooks.on_retry, event)
+
+    async def _observe(
+        self,
+        number: int,
+        started: float,
+        status: int | None,
+        headers: Mapping[str, str],
+        error: SendAIError | None,
+    ) -> None:
+        """Log the attempt's outcome and tell the ``on_response`` hooks."""
+        elapsed = _retry._clock() - started
+        if logger.isEnabledFor(logging.DEBUG):
+            outcome = status if error is None else repr(error)
+            logger.debug(
+                "%s %s -> %s in %.1f ms (attempt %d)",
+                self.method,
+                self.shown_url,
+                outcome,
+                elapsed * 1e3,
+                number,
+            )
+        hooks = self.transport.hooks.on_response
+        if hooks:
+            request_id = (
+                error.request_id
+                if isinstance(error, APIStatusError)
+                else headers.get("x-request-id") or headers.get("request-id")
+            )
+            event = ResponseEvent(
+                method=self.method,
+                url=self.shown_url,
+                attempt=number,
+                status=status,
+                elapsed=elapsed,
+                request_id=request_id,
+                error=error,
+            )
+            await emit(hooks, event)
+
+
+def _gate_refusal(hold: float) -> RateLimitError:
+    error = RateLimitError(
+        f"the server asked every request to wait {hold:.1f} s (Retry-After), longer than "
+        "this call accepts (RetryPolicy.max_retry_after or its remaining deadline)",
+        status_code=429,
+        retry_after=hold,
+    )
+    error.request_sent = False
+    return error
+
+
+async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while chunk := await response.content.read(_CHUNK):
         size += len(chunk)
         if size > limit:
             raise ResponseTooLargeError(
-                f"response body exceeds max_response_bytes={limit}", retryable=False
+                f"response body exceeds max_response_bytes={limit} (after decompression)",
+                retryable=False,
             )
         chunks.append(chunk)
     return b"".join(chunks)

@@ -20,11 +20,13 @@ __all__ = [
     "MetaItem",
     "Page",
     "Point",
+    "ReportIssue",
     "Segment",
     "Signature",
     "StepType",
     "Task",
     "TaskStatus",
+    "Upload",
 ]
 
 
@@ -199,3 +201,34 @@ class Task:
         from ._convert import unstructure_task  # noqa: PLC0415
 
         return unstructure_task(self)
+
+
+@attrs.frozen(kw_only=True)
+class ReportIssue:
+    """One problem reported on a task with ``tasks.report``: a label and its value."""
+
+    label: str
+    value: str
+
+
+@attrs.frozen(kw_only=True)
+class Upload:
+    """A batch of uploaded documents; each file becomes a task.
+
+    Only ``id`` is always present: the API's create response is flat camelCase while get
+    and move answer ``{"payload": ...}`` in snake_case, with different fields, and both are
+    read into this one model. ``status`` is an open string (the docs show ``processing``
+    and ``IN_REVIEW``). ``files`` holds the file entries as the server sent them.
+    """
+
+    id: str
+    name: str | None = None
+    status: str | None = None
+    project_id: str | None = None
+    folder_id: str | None = None
+    files: tuple[Any, ...] = ()
+    meta: tuple[MetaItem, ...] = ()
+    file_type: str | None = None
+    file_size: int | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None

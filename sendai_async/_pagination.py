@@ -12,18 +12,15 @@ produced it, which is what makes a failed walk resumable.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
-from urllib.parse import quote
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 import attrs
 
 from ._convert import converter, loads, structure_task
-from ._errors import ConfigurationError, DecodeError, PaginationError, SendAIError
+from ._errors import DecodeError, PaginationError, SendAIError
+from ._http import Requester
 from ._models import Task
-from ._tasks import path_segment
-
-if TYPE_CHECKING:
-    from ._client import SendAI
+from ._paths import listing_path
 
 T = TypeVar("T")
 
@@ -189,7 +186,7 @@ class AsyncPaginator(Generic[T]):
 
     def __init__(
         self,
-        client: SendAI,
+        requester: Requester,
         path: str,
         *,
         params: Mapping[str, str] | None,
@@ -197,7 +194,7 @@ class AsyncPaginator(Generic[T]):
         strategy: PageStrategy,
         resume_from: Any,
     ) -> None:
-        self._client = client
+        self._requester = requester
         self._path = path
         self._params = dict(params or {})
         self._item_type = item_type
@@ -252,8 +249,9 @@ class AsyncPaginator(Generic[T]):
     async def _fetch(self, cursor: Any) -> ListingPage[T]:
         query = {**self._params, **self._strategy.params(cursor)}
         try:
-            response = await self._client._http.request("GET", self._path, params=query)
-            body = loads(response.body)
+            body = await self._requester.request(
+                "GET", self._path, params=query, decode=loads, idempotent=True
+            )
             raw_items = self._strategy.items(body)
             next_cursor = self._strategy.next_cursor(body, cursor, len(raw_items))
             items = tuple(self._structure(item, index) for index, item in enumerate(raw_items))
@@ -274,23 +272,9 @@ class AsyncPaginator(Generic[T]):
             raise DecodeError(f"item {index} is not a {self._item_type.__name__}: {exc}") from exc
 
 
-def listing_path(team: str, path: str) -> str:
-    """Build ``/v2/{team}/{path}``, refusing paths that would climb out of the team.
-
-    Raises:
-        ConfigurationError: ``path`` is empty or has a ``.`` or ``..`` segment.
-
-    """
-    segments = path.strip("/").split("/")
-    if not path.strip("/") or any(s in ("", ".", "..") for s in segments):
-        raise ConfigurationError(f"path must be relative to /v2/{{team_id}}, got {path!r}")
-    encoded = "/".join(quote(s, safe="") for s in segments)
-    return f"/v2/{path_segment(team, 'team_id')}/{encoded}"
-
-
 @overload
 def make_paginator(
-    client: SendAI,
+    requester: Requester,
     path: str,
     *,
     params: Mapping[str, str] | None,
@@ -301,7 +285,7 @@ def make_paginator(
 ) -> AsyncPaginator[dict[str, Any]]: ...
 @overload
 def make_paginator(
-    client: SendAI,
+    requester: Requester,
     path: str,
     *,
     params: Mapping[str, str] | None,
@@ -311,7 +295,7 @@ def make_paginator(
     resume_from: Any,
 ) -> AsyncPaginator[T]: ...
 def make_paginator(
-    client: SendAI,
+    requester: Requester,
     path: str,
     *,
     params: Mapping[str, str] | None,
@@ -321,9 +305,9 @@ def make_paginator(
     resume_from: Any,
 ) -> AsyncPaginator[Any]:
     """Build the paginator behind ``SendAI.paginate``."""
-    full_path = listing_path(client._team(team_id), path)
+    full_path = listing_path(requester.team(team_id), path)
     return AsyncPaginator(
-        client,
+        requester,
         full_path,
         params=params,
         item_type=item_type,

@@ -30,6 +30,7 @@ _wall_clock: Callable[[], float] = time.time
 _RETRY_COST = 5
 _TIMEOUT_RETRY_COST = 10
 _SUCCESS_REFUND = 1
+_MAX_GATE = 86_400.0  # a day: a larger Retry-After is nonsense, not a reason to overflow
 
 
 async def _dynamic_sleep(seconds: float) -> None:
@@ -74,6 +75,8 @@ def _seconds_until_http_date(raw: str) -> float | None:
 
 def is_retryable(exc: BaseException, policy: RetryPolicy) -> bool:
     """Whether ``exc`` is worth another attempt under ``policy``."""
+    if isinstance(exc, SendAIError) and exc.outcome_unknown:
+        return False
     if isinstance(exc, APIStatusError):
         return exc.status_code in policy.retry_statuses
     if isinstance(exc, TransportError):
@@ -123,7 +126,8 @@ class NotBeforeGate:
     """A client-wide "send nothing before" time, set by a 429's ``Retry-After``.
 
     In bulk, one 429 means the team's limit is hit for every worker; each waiting only for
-    its own retry would send a wave of doomed requests. Every attempt waits for the gate.
+    its own retry would send a wave of doomed requests. Every attempt consults the gate and
+    either waits for it or, when the wait is longer than that call accepts, fails at once.
     """
 
     __slots__ = ("_not_before",)
@@ -133,13 +137,11 @@ class NotBeforeGate:
 
     def push(self, delay: float) -> None:
         """Hold every new attempt back for ``delay`` seconds from now."""
-        self._not_before = max(self._not_before, _clock() + delay)
+        self._not_before = max(self._not_before, _clock() + min(delay, _MAX_GATE))
 
-    def delay(self, now: float, deadline_at: float) -> float:
-        """Return the wait before sending at ``now``: 0 when open, never past the deadline."""
-        if self._not_before <= now:
-            return 0.0
-        return min(self._not_before, deadline_at) - now
+    def wait(self, now: float) -> float:
+        """Return how long an attempt at ``now`` must wait; 0 when the gate is open."""
+        return self._not_before - now if self._not_before > now else 0.0
 
 
 class _StopDecision:

@@ -41,7 +41,7 @@ async def client(sandbox: SandboxServer, sleeps: list[float]) -> AsyncIterator[S
 
 
 def _connections_in_use(client: SendAI) -> int:
-    sessions = client._http.sessions._by_loop.values()
+    sessions = client._requester.transport.sessions._by_loop.values()
     return sum(
         len(entry.session.connector._acquired) for entry in sessions if entry.session.connector
     )

@@ -89,7 +89,7 @@ async def fetch_to_files(
     summary = FetchSummary()
     done = scan_done(out)
     started = time.monotonic()
-    requests_before, retries_before = client._http.requests, client.retries
+    requests_before, retries_before = client.requests, client.retries
     remaining = None if total is None else max(0, total - len(done))
     writer = JsonlWriter(out)
     error_writer = JsonlWriter(errors, truncate=True)
@@ -118,6 +118,6 @@ async def fetch_to_files(
         writer.close()
         error_writer.close()
     summary.elapsed = time.monotonic() - started
-    summary.requests = client._http.requests - requests_before
+    summary.requests = client.requests - requests_before
     summary.retries = client.retries - retries_before
     return summary
