@@ -225,7 +225,7 @@ class Requester:
             ConfigurationError: neither is set.
 
         """
-        team = team_id if team_id is not None else self.options.team_id
+        team: object = team_id if team_id is not None else self.options.team_id
         if team is None:
             raise ConfigurationError(
                 f"no team: pass team_id=... to the client or the call, or set {ENV_TEAM_ID}"
