@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import mimetypes
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,7 +34,8 @@ MAX_FILES = 100
 MAX_FILE_BYTES = 40 * 1024 * 1024
 _CHUNK = 256 * 1024
 
-FileSource = str | os.PathLike[str] | tuple[str, bytes | bytearray | memoryview | IO[bytes]]
+BinaryStream = IO[bytes] | io.RawIOBase | io.BufferedIOBase
+FileSource = str | os.PathLike[str] | tuple[str, bytes | bytearray | memoryview | BinaryStream]
 Files = FileSource | Sequence[FileSource]
 Meta = Mapping[str, Any] | Sequence[Mapping[str, Any] | MetaItem]
 
@@ -53,12 +55,16 @@ class _File:
     def replayable(self) -> bool:
         return self.path is not None or self.data is not None or self.size is not None
 
+    @property
+    def content_type(self) -> str:
+        return mimetypes.guess_type(self.filename)[0] or "application/octet-stream"
+
 
 class _FilePart(Payload):
     """A file part streamed in chunks from a path or a caller's file object."""
 
     def __init__(self, file: _File) -> None:
-        super().__init__(file, filename=file.filename)
+        super().__init__(file, filename=file.filename, content_type=file.content_type)
         self._size = file.size
         self._file = file
 
@@ -74,7 +80,8 @@ class _FilePart(Payload):
             stream: IO[bytes] = await loop.run_in_executor(None, file.path.open, "rb")
         else:
             stream = file.stream  # type: ignore[assignment]
-            await loop.run_in_executor(None, stream.seek, file.start)
+            if file.size is not None:  # seekable: every attempt starts where the caller was
+                await loop.run_in_executor(None, stream.seek, file.start)
         try:
             while chunk := await loop.run_in_executor(None, stream.read, _CHUNK):
                 await writer.write(chunk)
@@ -101,7 +108,9 @@ class Multipart:
         for file in self._files:
             part: Payload
             if file.data is not None:
-                part = aiohttp.payload.BytesPayload(file.data, filename=file.filename)
+                part = aiohttp.payload.BytesPayload(
+                    file.data, filename=file.filename, content_type=file.content_type
+                )
             else:
                 part = _FilePart(file)
             part.set_content_disposition("form-data", name="file", filename=file.filename)

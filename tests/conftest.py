@@ -22,6 +22,7 @@ CANARY_KEY = "sk-canary-7f3a9c1e5b2d4f6a8c0e"
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_KEPT_BODY_LIMIT = 1024 * 1024
 
 
 def _seed_body() -> bytes:
@@ -103,6 +104,7 @@ class ScriptedServer:
         self.script: list[Handler] = [json_response()]
         self.requests: list[web.Request] = []
         self.raw_paths: list[str] = []
+        self.bodies: list[bytes | None] = []  # None: too large to keep (or not read)
         self.peers: list[tuple[str, int] | None] = []
         self.request_seen = asyncio.Event()
         self.in_flight = 0
@@ -118,6 +120,10 @@ class ScriptedServer:
         self.requests.append(request)
         self.request_seen.set()
         self.raw_paths.append(request.raw_path)
+        length = request.content_length
+        small = length is not None and length <= _KEPT_BODY_LIMIT
+        # Kept for assertions; aiohttp caches it, so handlers may still read() or post().
+        self.bodies.append(await request.read() if small else None)
         transport = request.transport
         self.peers.append(transport.get_extra_info("peername") if transport else None)
         handler = self.script.pop(0) if len(self.script) > 1 else self.script[0]
