@@ -5,9 +5,13 @@
 1. ``floor``: raw aiohttp + ``resp.read()`` + ``orjson.loads``;
 2. ``floor+config``: the floor with our aiohttp settings (read timeout armed, per-request
    headers, no redirects);
-3. ``exchange``: our single HTTP exchange (size limit, error mapping), no decode;
-4. ``request``: plus retries, deadline, rate-limit gate, hooks, budget;
-5. ``get_raw``: plus path building and payload decoding (what the floor decodes too);
+3. ``exchange``: our single HTTP exchange (size limit, error mapping) + ``orjson.loads``;
+4. ``request``: plus retries, deadline, rate-limit gate, hooks, budget (decoding with
+   ``orjson.loads`` as the decoder);
+5. ``get_raw``: plus path building and the payload check.
+
+Every layer decodes the body as the floor does, so each row differs from the one above by
+exactly the layer it names.
 6. ``iter_many_raw``: plus the worker pool and its result queue (the CLI path);
 7. ``iter_many``: plus structuring into ``Task`` objects.
 """
@@ -65,14 +69,19 @@ async def _with_client(
 
 
 async def _exchange(client: object, base: str, task_id: str) -> None:
-    core = client._http  # type: ignore[attr-defined]
-    session = await core.sessions.get()
+    requester = client._requester  # type: ignore[attr-defined]
+    transport = requester.transport
+    session = await transport.sessions.get()
     url = URL(_task_url(base, task_id), encoded=True)
-    await core._exchange(session, "GET", url, core._client_timeout(core.timeout, 1e9))
+    timeout = transport.client_timeout(requester.options.timeout, 1e9)
+    _, _, body = await transport.exchange(session, "GET", url, timeout, transport.headers, None)
+    orjson.loads(body)["payload"]
 
 
 async def _request(client: object, _base: str, task_id: str) -> None:
-    await client._http.request("GET", f"/v2/{TEAM}/project/{PROJECT}/task/{task_id}")  # type: ignore[attr-defined]
+    path = f"/v2/{TEAM}/project/{PROJECT}/task/{task_id}"
+    requester = client._requester  # type: ignore[attr-defined]
+    (await requester.request("GET", path, decode=orjson.loads, idempotent=True))["payload"]
 
 
 async def _get_raw(client: object, _base: str, task_id: str) -> None:

@@ -358,3 +358,8 @@ def decode_upload(body: bytes) -> Upload:
         return _structure_upload_hook(fields, Upload)  # type: ignore[no-any-return]
     except Exception as exc:
         raise _described(exc, path, "upload") from exc
+
+
+def upload_to_dict(upload: Upload) -> dict[str, Any]:
+    """Turn an ``Upload`` into JSON-ready data (snake_case, ISO 8601 timestamps)."""
+    return converter.unstructure(upload)  # type: ignore[no-any-return]

@@ -1,4 +1,4 @@
-"""The ``sendai-async`` command line: get one task, bulk-fetch, run the sandbox, demo.
+"""The ``sendai-async`` command line: tasks, uploads, bulk fetch, the sandbox and the demo.
 
 Exit status: 0 when everything asked for was done, 1 when some IDs failed or the server
 refused, 2 for a usage mistake (missing key, unreadable file, ...), 130 on Ctrl-C. A user
@@ -17,7 +17,9 @@ from typing import Any, NoReturn, TypeVar
 import orjson
 
 from .._client import SendAI
+from .._convert import upload_to_dict
 from .._errors import ConfigurationError, SendAIError
+from .._models import TaskStatus
 
 T = TypeVar("T")
 
@@ -53,6 +55,55 @@ async def _cmd_get(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         payload = await client.tasks.get_raw(args.task_id, project_id=args.project)
     sys.stdout.buffer.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2) + b"\n")
+    return EXIT_OK
+
+
+def _print_json(document: Any) -> None:
+    sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+async def _cmd_action(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        act = getattr(client.tasks, args.command)
+        task = await act(args.task_id, project_id=args.project)
+    _print_json(task.to_dict())
+    return EXIT_OK
+
+
+async def _cmd_wait(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        task = await client.tasks.wait(
+            args.task_id,
+            project_id=args.project,
+            until=args.until or None,
+            max_wait=args.max_wait,
+            poll_interval=args.poll_interval,
+        )
+    _print_json(task.to_dict())
+    return EXIT_OK
+
+
+def _meta_pairs(pairs: list[str]) -> dict[str, str]:
+    meta: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--meta {pair!r}: expected NAME=VALUE")
+        meta[name] = value
+    return meta
+
+
+async def _cmd_upload(args: argparse.Namespace) -> int:
+    meta = _meta_pairs(args.meta) if args.meta else None
+    async with _client(args) as client:
+        upload = await client.uploads.create(
+            [Path(name) for name in args.files],
+            project_id=args.project,
+            name=args.name,
+            meta=meta,
+            timeout=args.timeout,
+        )
+    _print_json(upload_to_dict(upload))
     return EXIT_OK
 
 
@@ -186,11 +237,63 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
 def _rate(text: str) -> float:
     value = float(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
     return value
+
+
+def _api_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--project", required=True, help="project ID")
+    command.add_argument("--team", help="team ID (default: SENDAI_TEAM_ID)")
+    command.add_argument("--base-url", help="API root (default: SENDAI_BASE_URL or api.send.ai)")
+
+
+def _add_task_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the one-task commands: the four actions, ``wait`` and ``upload``."""
+    for action, summary in [
+        ("approve", "approve a task"),
+        ("disapprove", "withdraw a task's approval"),
+        ("complete", "complete a task under review"),
+        ("discard", "discard a task under review"),
+    ]:
+        command = commands.add_parser(action, help=f"{summary}; print the task as JSON")
+        command.add_argument("task_id")
+        _api_options(command)
+        command.set_defaults(handler=_cmd_action)
+
+    wait = commands.add_parser("wait", help="poll a task until it leaves PROCESSING")
+    wait.add_argument("task_id")
+    _api_options(wait)
+    wait.add_argument(
+        "--until",
+        action="append",
+        choices=[status.value for status in TaskStatus],
+        help="status to wait for (repeatable; default: anything but PROCESSING)",
+    )
+    wait.add_argument("--max-wait", type=_positive_float, default=600.0, help="seconds")
+    wait.add_argument("--poll-interval", type=_positive_float, default=1.0, help="seconds")
+    wait.set_defaults(handler=_cmd_wait)
+
+    upload = commands.add_parser("upload", help="upload documents; print the upload as JSON")
+    upload.add_argument("files", nargs="+", metavar="FILE")
+    _api_options(upload)
+    upload.add_argument("--name", help="a name for the upload")
+    upload.add_argument(
+        "--meta", action="append", metavar="NAME=VALUE", help="metadata (repeatable)"
+    )
+    upload.add_argument(
+        "--timeout", type=_positive_float, default=300.0, help="seconds per attempt"
+    )
+    upload.set_defaults(handler=_cmd_upload)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -206,20 +309,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def api_options(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--project", required=True, help="project ID")
-        command.add_argument("--team", help="team ID (default: SENDAI_TEAM_ID)")
-        command.add_argument(
-            "--base-url", help="API root (default: SENDAI_BASE_URL or api.send.ai)"
-        )
-
     get = commands.add_parser("get", help="print one task's payload as JSON")
     get.add_argument("task_id")
-    api_options(get)
+    _api_options(get)
     get.set_defaults(handler=_cmd_get)
 
+    _add_task_commands(commands)
+
     fetch = commands.add_parser("fetch", help="bulk-fetch tasks to JSONL (resumable)")
-    api_options(fetch)
+    _api_options(fetch)
     source = fetch.add_mutually_exclusive_group(required=True)
     source.add_argument("--ids", help="file of task IDs, one per line, or - for stdin")
     source.add_argument(
