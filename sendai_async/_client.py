@@ -102,7 +102,14 @@ class SendAI:
             connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0)
             # trust_env stays off: with it aiohttp would read .netrc credentials and
             # refuse to combine them with our Authorization header.
-            return aiohttp.ClientSession(connector=connector, trust_env=False)
+            session = aiohttp.ClientSession(connector=connector, trust_env=False)
+            # aiohttp silently sends an idempotent request again after a reset, unseen by
+            # our attempts, hooks and retry budget: the server would get up to twice the
+            # requests a RetryPolicy allows. Our retry layer is the only one. (A caller's
+            # own session keeps aiohttp's behaviour.)
+            if hasattr(session, "_retry_connection"):
+                session._retry_connection = False
+            return session
 
         transport = Transport(
             api_key=key,

@@ -113,7 +113,10 @@ def resolve_base_url(base_url: str | None) -> str:
             f"base_url {url!r} uses plain http to a non-loopback host; the API key would "
             "cross the network in clear text. Use https."
         )
-    return url.rstrip("/")
+    url = url.rstrip("/")
+    # Paths are built as /v2/...: a base URL copied with the version in it would give
+    # /v2/v2/... and a bare 404, so the version is dropped here.
+    return url.removesuffix("/v2") if parts.path.rstrip("/").endswith("/v2") else url
 
 
 def resolve_api_key(api_key: str | None) -> str:

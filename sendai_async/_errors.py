@@ -78,6 +78,16 @@ class SendAIError(Exception):
         self.request_sent: bool | None = None
         self.outcome_unknown = False
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only constructors defeat the default pickling (it replays ``args``), so
+        # errors cross process pools as class + message + attributes.
+        return (_restore, (type(self), self.message, dict(self.__dict__)))
+
+    def _set_message(self, message: str) -> None:
+        """Replace the message everywhere it is kept (``args`` too, which tracebacks show)."""
+        self.message = message
+        self.args = (message,)
+
     def __str__(self) -> str:
         text = self.message
         if self.method and self.url:
@@ -94,6 +104,22 @@ class SendAIError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, attempts={self.attempts})"
+
+
+class TransportCause(Exception):  # noqa: N818 -- a cause, chained, never raised alone
+    """What the HTTP library reported, chained as a transport error's ``__cause__``.
+
+    aiohttp's own exceptions hold the request's headers (the API key among them) and
+    server text; this keeps their class name and redacted message only.
+    """
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.kind, self.detail))
 
 
 class ConfigurationError(SendAIError, ValueError):
@@ -248,6 +274,14 @@ class WaitTimeoutError(SendAIError, TimeoutError):
     def __init__(self, message: str, *, last: Any = None, attempts: int = 0) -> None:
         super().__init__(message, attempts=attempts)
         self.last = last
+
+
+def _restore(cls: type[SendAIError], message: str, state: dict[str, Any]) -> SendAIError:
+    """Rebuild a pickled error without calling its (keyword-only) constructor."""
+    error = cls.__new__(cls, message)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
 
 
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {

@@ -32,17 +32,20 @@ from . import _retry
 from ._config import ENV_TEAM_ID, RetryPolicy, Timeout
 from ._errors import (
     APIStatusError,
+    ClientClosedError,
     ConfigurationError,
     DecodeError,
     RateLimitError,
     RequestTimeoutError,
     ResponseTooLargeError,
     SendAIError,
+    TransportCause,
     TransportError,
     status_error_class,
 )
 from ._hooks import Hooks, RequestEvent, ResponseEvent, RetryEvent, emit
 from ._logging import logger
+from ._redact import Redactor
 from ._retry import NotBeforeGate, RetryBudget, call_with_retries, is_retryable, parse_retry_after
 from ._session import SessionManager
 from ._version import __version__
@@ -52,8 +55,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-_ERROR_TEXT_LIMIT = 4096
 _CHUNK = 64 * 1024
+_REQUEST_ID_LIMIT = 128
+_DETAIL_LIMIT = 200
+_SNIPPET_LIMIT = 120
 # Errors raised before a single byte of the request left: retrying them is always safe.
 _NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
@@ -79,11 +84,6 @@ class RawResponse:
     attempts: int
     url: str
 
-    @property
-    def request_id(self) -> str | None:
-        """The server's request id, when it sent one."""
-        return self.headers.get("x-request-id") or self.headers.get("request-id")
-
 
 class Transport:
     """What every view of one client shares: sessions, headers, the 429 gate, the budget.
@@ -104,7 +104,7 @@ class Transport:
         budget_capacity: int | None,
         pool_limit: int | None,
     ) -> None:
-        self._api_key = api_key
+        self.redactor = Redactor(api_key)
         self.pool_limit = pool_limit
         self.base_url = base_url
         self.hooks = hooks
@@ -178,9 +178,14 @@ class Transport:
                 body = await _read_limited(response, limit)
             return response.status, response.headers, body
 
+    def request_id(self, headers: Mapping[str, str]) -> str | None:
+        """Return the server's request id, redacted and bounded, or ``None``."""
+        raw = headers.get("x-request-id") or headers.get("request-id")
+        return self.redactor.clean(raw, _REQUEST_ID_LIMIT) if raw else None
+
     def status_error(self, status: int, headers: Mapping[str, str], body: bytes) -> APIStatusError:
         """Build the typed error for a non-2xx answer; a 429's wait closes the gate."""
-        parsed = _error_body(body, self._api_key)
+        parsed = self._error_body(body)
         retry_after = parse_retry_after(headers)
         if status == 429 and retry_after is not None:
             self.gate.push(retry_after)
@@ -190,10 +195,34 @@ class Transport:
         return cls(
             message,
             status_code=status,
-            request_id=headers.get("x-request-id") or headers.get("request-id"),
+            request_id=self.request_id(headers),
             body=parsed,
             retry_after=retry_after,
         )
+
+    def _error_body(self, body: bytes) -> Any:
+        """Decode an error body (JSON, else text), every string in it redacted."""
+        if not body:
+            return None
+        try:
+            return self.redactor.clean_json(orjson.loads(body))
+        except orjson.JSONDecodeError:
+            return self.redactor.clean_bytes(body)
+
+    def transport_error(self, exc: aiohttp.ClientError) -> TransportError:
+        """Map an aiohttp failure to our error, chaining a redacted stand-in for it."""
+        error = _transport_error(exc, self.redactor.clean(str(exc), 500))
+        error.__cause__ = TransportCause(f"aiohttp.{type(exc).__name__}", error.message)
+        return error
+
+    def explain_decode_error(self, error: DecodeError, response: RawResponse) -> None:
+        """Say what a body that is not JSON looks like: a login page, a proxy's error."""
+        content_type = response.headers.get("Content-Type", "")
+        if "json" in content_type.lower():
+            return
+        snippet = self.redactor.clean_bytes(response.body[:_SNIPPET_LIMIT], _SNIPPET_LIMIT)
+        shown_type = self.redactor.clean(content_type, 100) or "none"
+        error._set_message(f"{error.message} (content type {shown_type}; body starts {snippet!r})")
 
 
 @attrs.frozen(kw_only=True)
@@ -297,6 +326,9 @@ class Requester:
         try:
             return decode(response.body)
         except DecodeError as exc:
+            # Decoders quote bad values (a malformed timestamp): those are server text too.
+            exc._set_message(transport.redactor.clean(exc.message, 1000))
+            transport.explain_decode_error(exc, response)
             exc.method, exc.url, exc.attempts = method, shown_url, response.attempts
             raise
 
@@ -351,11 +383,10 @@ class _Call:
         error.method, error.url, error.attempts = self.method, self.shown_url, attempts
         return error
 
-    async def attempt(self, number: int, deadline_at: float) -> RawResponse:
-        """Make attempt ``number``; raise a ``SendAIError`` carrying this call's context."""
-        transport = self.transport
+    async def _time_left(self, number: int, deadline_at: float) -> float:
+        """Wait at the 429 gate if this call accepts to; return what is left of its deadline."""
         now = _retry._clock()
-        hold = transport.gate.wait(now)
+        hold = self.transport.gate.wait(now)
         if hold > 0:  # a 429 elsewhere in this client asked everyone to wait
             # Never wait longer than this call would for its own retry: fail instead, so
             # one long Retry-After cannot stall a batch or a web handler's deadline.
@@ -366,6 +397,12 @@ class _Call:
         remaining = deadline_at - now
         if remaining <= 0:
             raise self._stamp(RequestTimeoutError("the call's deadline passed"), number - 1)
+        return remaining
+
+    async def attempt(self, number: int, deadline_at: float) -> RawResponse:
+        """Make attempt ``number``; raise a ``SendAIError`` carrying this call's context."""
+        transport = self.transport
+        remaining = await self._time_left(number, deadline_at)
         if self.files is not None and number > 1 and not self.files.replayable:
             raise self._stamp(
                 TransportError("a non-seekable upload stream cannot be sent again"), number - 1
@@ -392,12 +429,16 @@ class _Call:
             )
         except SendAIError as exc:
             error = exc
+        except RuntimeError:
+            if not session.closed:
+                raise
+            # aclose() ran while this attempt waited (in a hook, for a connection).
+            raise self._stamp(_closed_error(), number - 1) from None
         except (asyncio.TimeoutError, TimeoutError) as exc:
             error = RequestTimeoutError(f"no complete response within the timeout ({self.timeout})")
             error.__cause__ = exc
         except aiohttp.ClientError as exc:
-            error = _transport_error(exc)
-            error.__cause__ = exc
+            error = transport.transport_error(exc)
             sent = not isinstance(exc, _NOT_SENT)
         else:
             if 200 <= status < 300:
@@ -482,7 +523,7 @@ class _Call:
             request_id = (
                 error.request_id
                 if isinstance(error, APIStatusError)
-                else headers.get("x-request-id") or headers.get("request-id")
+                else self.transport.request_id(headers)
             )
             event = ResponseEvent(
                 method=self.method,
@@ -494,6 +535,14 @@ class _Call:
                 error=error,
             )
             await emit(hooks, event)
+
+
+def _closed_error() -> ClientClosedError:
+    error = ClientClosedError(
+        "this SendAI client was closed while the request was being made; create a new client"
+    )
+    error.request_sent = False
+    return error
 
 
 def _gate_refusal(hold: float) -> RateLimitError:
@@ -521,31 +570,21 @@ async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _transport_error(exc: aiohttp.ClientError) -> TransportError:
+def _transport_error(exc: aiohttp.ClientError, text: str) -> TransportError:
+    """Choose the error class for an aiohttp failure; ``text`` is its redacted message."""
     if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)) or (
         isinstance(exc.__cause__, ssl.SSLCertVerificationError)
     ):
-        return TransportError(f"TLS failure: {exc}", retryable=False)
+        return TransportError(f"TLS failure: {text}", retryable=False)
     if isinstance(exc, aiohttp.ServerTimeoutError):
-        return RequestTimeoutError(f"timed out: {exc}")
+        return RequestTimeoutError(f"timed out: {text}")
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return TransportError(f"response body cut short: {exc}")
+        return TransportError(f"response body cut short: {text}")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return TransportError("server closed the connection before responding")
     if isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientResponseError)):
-        return TransportError(f"connection failed: {exc}")
-    return TransportError(f"HTTP client error: {exc}", retryable=False)
-
-
-def _error_body(body: bytes, api_key: str) -> Any:
-    if not body:
-        return None
-    # An echoing proxy must not leak the key into our errors: redact before anything else.
-    body = body.replace(api_key.encode(), b"[redacted]")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body[:_ERROR_TEXT_LIMIT].decode("utf-8", "replace")
+        return TransportError(f"connection failed: {text}")
+    return TransportError(f"HTTP client error: {text}", retryable=False)
 
 
 def _detail(parsed: Any) -> str:
@@ -553,9 +592,9 @@ def _detail(parsed: Any) -> str:
         for key in ("message", "error", "detail", "title"):
             value = parsed.get(key)
             if isinstance(value, str) and value:
-                return value[:200]
+                return value[:_DETAIL_LIMIT]
             if isinstance(value, dict) and isinstance(value.get("message"), str):
-                return str(value["message"])[:200]
+                return str(value["message"])[:_DETAIL_LIMIT]
     if isinstance(parsed, str):
-        return parsed.strip()[:200]
+        return parsed.strip()[:_DETAIL_LIMIT]
     return ""

@@ -40,11 +40,23 @@ async def client(sandbox: SandboxServer, sleeps: list[float]) -> AsyncIterator[S
         yield sendai
 
 
-def _connections_in_use(client: SendAI) -> int:
-    sessions = client._requester.transport.sessions._by_loop.values()
-    return sum(
-        len(entry.session.connector._acquired) for entry in sessions if entry.session.connector
-    )
+@pytest.fixture
+async def narrow_client(sandbox: SandboxServer) -> AsyncIterator[SendAI]:
+    """A client with exactly 8 pooled connections: a leaked one would block the ninth call."""
+    async with SendAI(
+        sandbox.api_key, team_id=sandbox.team_id, base_url=sandbox.base_url, max_connections=8
+    ) as sendai:
+        yield sendai
+
+
+async def _assert_pool_is_free(client: SendAI, sandbox: SandboxServer) -> None:
+    """8 calls at once all get a connection: none is still held by cancelled work.
+
+    A held connection would make one of them wait for the pool until the timeout.
+    """
+    sandbox.latency = 0.0
+    calls = [client.tasks.get(i, project_id=sandbox.project_id) for i in sandbox.task_ids[:8]]
+    await asyncio.wait_for(asyncio.gather(*calls), timeout=5)
 
 
 def _other_tasks() -> set[asyncio.Task[object]]:
@@ -150,23 +162,25 @@ async def test_limited_key_gets_permission_denied(sandbox: SandboxServer) -> Non
 
 
 async def test_breaking_early_leaves_no_tasks_or_connections(
-    client: SendAI, sandbox: SandboxServer
+    narrow_client: SendAI, sandbox: SandboxServer
 ) -> None:
     sandbox.latency = 0.01
-    results = client.tasks.iter_many(sandbox.task_ids, project_id=sandbox.project_id, concurrency=8)
+    results = narrow_client.tasks.iter_many(
+        sandbox.task_ids, project_id=sandbox.project_id, concurrency=8
+    )
     async with contextlib.aclosing(results):
         async for _ in results:
             break
     assert _other_tasks() == set()
-    assert _connections_in_use(client) == 0
+    await _assert_pool_is_free(narrow_client, sandbox)
 
 
 async def test_plain_break_without_aclosing_cleans_up_too(
-    client: SendAI, sandbox: SandboxServer
+    narrow_client: SendAI, sandbox: SandboxServer
 ) -> None:
     """Even a bare ``break`` (the generator is finalised by the loop) leaves nothing running."""
     sandbox.latency = 0.01
-    async for _ in client.tasks.iter_many(
+    async for _ in narrow_client.tasks.iter_many(
         sandbox.task_ids, project_id=sandbox.project_id, concurrency=8
     ):
         break
@@ -175,16 +189,16 @@ async def test_plain_break_without_aclosing_cleans_up_too(
             break
         await asyncio.sleep(0.001)
     assert _other_tasks() == set()
-    assert _connections_in_use(client) == 0
+    await _assert_pool_is_free(narrow_client, sandbox)
 
 
 async def test_cancelling_the_consumer_cancels_the_pool(
-    client: SendAI, sandbox: SandboxServer
+    narrow_client: SendAI, sandbox: SandboxServer
 ) -> None:
     sandbox.latency = 0.2
 
     async def consume() -> None:
-        async for _ in client.tasks.iter_many(
+        async for _ in narrow_client.tasks.iter_many(
             sandbox.task_ids, project_id=sandbox.project_id, concurrency=8
         ):
             pass
@@ -196,7 +210,20 @@ async def test_cancelling_the_consumer_cancels_the_pool(
     with pytest.raises(asyncio.CancelledError):
         await consumer
     assert _other_tasks() == set()
-    assert _connections_in_use(client) == 0
+    await _assert_pool_is_free(narrow_client, sandbox)
+
+
+async def test_a_bad_id_is_its_own_error_not_the_batchs(
+    client: SendAI, sandbox: SandboxServer
+) -> None:
+    """An ID with a lone surrogate (no UTF-8 form) fails alone; the other 100 are fetched."""
+    ids = [*sandbox.task_ids[:50], "ab\udcff", *sandbox.task_ids[50:100]]
+    batch = await client.tasks.get_many(ids, project_id=sandbox.project_id)
+    assert len(batch.tasks) == 100
+    ((bad_id, error),) = batch.errors.items()
+    assert bad_id == "ab\udcff"
+    assert isinstance(error, ConfigurationError)
+    assert "surrogate" in str(error)
 
 
 async def test_failing_id_source_surfaces_its_error(client: SendAI, sandbox: SandboxServer) -> None:

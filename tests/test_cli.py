@@ -280,3 +280,61 @@ def test_sandbox_command_prints_its_settings_and_serves() -> None:
         child.send_signal(signal.SIGINT)
         child.communicate(timeout=10)  # also closes our end of its stdout
     assert child.returncode == 130
+
+
+def test_ids_that_are_not_utf8_are_reported_not_fatal(
+    sandbox: SandboxServer, api_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A line of invalid UTF-8 is that ID's error; every other ID is still fetched."""
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(b"task_000001\nbad\xff\xfeid\ntask_000002\ntask_000001\n")
+    out, errors = tmp_path / "tasks.jsonl", tmp_path / "errors.jsonl"
+    argv = ["fetch", "--project", sandbox.project_id, "--ids", str(ids), "--out", str(out)]
+    code = main([*argv, "--errors", str(errors), "--no-progress"])
+    assert code == 1
+    assert sorted(str(line["task_id"]) for line in _lines(out)) == ["task_000001", "task_000002"]
+    (failure,) = _lines(errors)
+    assert failure["task_id"] == "bad\\xff\\xfeid"
+    assert failure["error"] == "ConfigurationError"
+
+
+def test_repeated_ids_are_counted_once_in_the_summary(
+    sandbox: SandboxServer,
+    api_env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_text("task_000001\ntask_000001\ntask_000002\ntask_000001\n")
+    out = tmp_path / "tasks.jsonl"
+    argv = ["fetch", "--project", sandbox.project_id, "--ids", str(ids), "--out", str(out)]
+    assert main([*argv, "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "fetched   2" in err
+    assert "2 repeated IDs" in err
+
+
+def test_ctrl_c_prints_the_partial_summary_and_how_to_resume(
+    sandbox: SandboxServer, api_env: dict[str, str], tmp_path: Path
+) -> None:
+    sandbox.latency = 0.02
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(sandbox.task_ids))
+    out = tmp_path / "tasks.jsonl"
+    command = [sys.executable, "-m", "sendai_async", "--loop", "asyncio", "fetch"]
+    command += ["--project", sandbox.project_id, "--ids", str(ids), "--out", str(out)]
+    child = subprocess.Popen(
+        [*command, "--concurrency", "2", "--no-progress"],
+        env={**os.environ, **api_env},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while (not out.exists() or out.read_bytes().count(b"\n") < 10) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=30)
+    assert child.returncode == 130
+    assert "fetched" in err
+    assert "run the same command again to resume" in err
+    assert "Traceback" not in err

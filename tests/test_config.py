@@ -106,3 +106,20 @@ async def test_unhashable_ids_are_configuration_errors(bad: object) -> None:
             await sendai.tasks.get("t", project_id="p", team_id=bad)  # type: ignore[arg-type]
         with pytest.raises(ConfigurationError, match="task_id"):
             await sendai.tasks.get(bad, project_id="p")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        pytest.param("https://api.send.ai/v2", "https://api.send.ai", id="with-version"),
+        pytest.param("https://api.send.ai/v2/", "https://api.send.ai", id="with-version-slash"),
+        pytest.param(
+            "https://proxy.example/sendai/v2", "https://proxy.example/sendai", id="prefix"
+        ),
+        pytest.param("https://api.send.ai/", "https://api.send.ai", id="slash"),
+        pytest.param("https://api.send.ai/v20", "https://api.send.ai/v20", id="not-the-version"),
+    ],
+)
+def test_a_base_url_with_the_version_is_not_doubled(given: str, used: str) -> None:
+    """Paths start with /v2, so a base URL copied with /v2 in it would call /v2/v2/..."""
+    assert SendAI(CANARY_KEY, base_url=given).base_url == used

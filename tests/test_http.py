@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -13,6 +14,8 @@ from aiohttp import web
 from sendai_async import (
     APIStatusError,
     AuthenticationError,
+    ClientClosedError,
+    ConfigurationError,
     DecodeError,
     Hooks,
     NotFoundError,
@@ -382,3 +385,77 @@ async def test_canary_key_absent_from_every_error(
         repr(error.__cause__),
     ]
     assert all(CANARY_KEY not in text for text in texts)
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_a_gzip_bomb_is_refused_after_decoding(
+    server: ScriptedServer, sleeps: list[float], framing: str
+) -> None:
+    """A small gzip body that inflates past max_response_bytes is refused, in any framing."""
+    bomb = gzip.compress(b'{"payload": "' + b"0" * (8 * 1024 * 1024) + b'"}')
+    assert len(bomb) < 64 * 1024
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        if framing == "content-length":
+            return web.Response(body=bomb, headers=headers)
+        response = web.StreamResponse(headers=headers)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(bomb)
+        await response.write_eof()
+        return response
+
+    server.play(handler)
+    limit = 1024 * 1024
+    async with SendAI(
+        CANARY_KEY, team_id="t", base_url=server.base_url, max_response_bytes=limit
+    ) as sendai:
+        with pytest.raises(ResponseTooLargeError, match="after decompression"):
+            await sendai.tasks.get("task_1", project_id="p")
+    assert len(server.requests) == 1  # not retried: the next answer would be as large
+
+
+async def test_aiohttp_never_resends_behind_our_back(
+    server: ScriptedServer, sleeps: list[float]
+) -> None:
+    """A server that resets every request gets exactly max_attempts requests, not twice that."""
+    server.play(reset_before_response())
+    async with SendAI(CANARY_KEY, team_id="t", base_url=server.base_url) as sendai:
+        with pytest.raises(TransportError) as caught:
+            await sendai.tasks.get("task_1", project_id="p")
+        assert sendai.requests == 3
+    assert caught.value.attempts == 3
+    assert len(server.requests) == 3
+
+
+async def test_aclose_during_a_request_raises_client_closed(server: ScriptedServer) -> None:
+    """A hook that closes the client mid-request gets ClientClosedError, not aiohttp's text."""
+    holder: list[SendAI] = []
+
+    async def close_now(_event: object) -> None:
+        await holder[0].aclose()
+
+    hooks = Hooks(on_request=[close_now])
+    async with SendAI(CANARY_KEY, team_id="t", base_url=server.base_url, hooks=hooks) as sendai:
+        holder.append(sendai)
+        with pytest.raises(ClientClosedError):
+            await sendai.tasks.get("task_1", project_id="p")
+    assert server.requests == []
+
+
+async def test_a_200_html_page_says_what_it_got(client: SendAI, server: ScriptedServer) -> None:
+    server.play(raw_response(200, "<html><title>Sign in</title>" + "x" * 5000 + "</html>"))
+    with pytest.raises(DecodeError) as caught:
+        await client.tasks.get("task_1", project_id="proj_1")
+    text = str(caught.value)
+    assert "text/plain" in text
+    assert "<html><title>Sign in</title>" in text
+    assert len(text) < 600
+
+
+async def test_a_huge_id_is_bounded_in_messages(client: SendAI, server: ScriptedServer) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        await client.tasks.get("\udcff" + "a" * 5000, project_id="proj_1")
+    assert len(str(caught.value)) < 300
+    assert server.requests == []

@@ -1,16 +1,28 @@
-"""The public surface: one sorted __all__, everything importable, version from metadata."""
+"""The public surface: one sorted, complete __all__; the error tree; version from metadata."""
 
 from __future__ import annotations
 
+import inspect
+import types
 from importlib.metadata import version
 
 import sendai_async
 
 
 def test_all_is_sorted_and_importable() -> None:
-    assert sendai_async.__all__ == sorted(sendai_async.__all__)
+    assert sendai_async.__all__ == sorted(sendai_async.__all__, key=lambda n: (n[0] == "_", n))
     for name in sendai_async.__all__:
         assert hasattr(sendai_async, name), name
+
+
+def test_all_is_complete() -> None:
+    """Every public name the package exposes is in __all__ (as httpx checks its own)."""
+    exposed = {
+        name
+        for name, value in vars(sendai_async).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert exposed - set(sendai_async.__all__) == set()
 
 
 def test_version_comes_from_package_metadata() -> None:
@@ -19,25 +31,35 @@ def test_version_comes_from_package_metadata() -> None:
 
 def test_error_tree_matches_the_contract() -> None:
     s = sendai_async
-    assert issubclass(s.ConfigurationError, ValueError)
-    assert issubclass(s.DecodeError, ValueError)
-    assert issubclass(s.RequestTimeoutError, TimeoutError)
-    assert issubclass(s.RequestTimeoutError, s.TransportError)
-    for cls in (
-        s.BadRequestError,
-        s.AuthenticationError,
-        s.PermissionDeniedError,
-        s.NotFoundError,
-        s.ConflictError,
-        s.RateLimitError,
-        s.ServerError,
-    ):
-        assert issubclass(cls, s.APIStatusError)
-    for base in (
-        s.ConfigurationError,
-        s.TransportError,
-        s.APIStatusError,
-        s.DecodeError,
-        s.PaginationError,
-    ):
-        assert issubclass(base, s.SendAIError)
+    parents = {
+        s.ConfigurationError: (s.SendAIError, ValueError),
+        s.ClientClosedError: (s.SendAIError, RuntimeError),
+        s.TransportError: (s.SendAIError,),
+        s.RequestTimeoutError: (s.TransportError, TimeoutError),
+        s.ResponseTooLargeError: (s.TransportError,),
+        s.APIStatusError: (s.SendAIError,),
+        s.BadRequestError: (s.APIStatusError,),
+        s.AuthenticationError: (s.APIStatusError,),
+        s.PermissionDeniedError: (s.APIStatusError,),
+        s.NotFoundError: (s.APIStatusError,),
+        s.ConflictError: (s.APIStatusError,),
+        s.ContentTooLargeError: (s.APIStatusError,),
+        s.UnprocessableEntityError: (s.APIStatusError,),
+        s.RateLimitError: (s.APIStatusError,),
+        s.ServerError: (s.APIStatusError,),
+        s.DecodeError: (s.SendAIError, ValueError),
+        s.PaginationError: (s.SendAIError,),
+        s.WaitTimeoutError: (s.SendAIError, TimeoutError),
+        s.BatchError: (s.SendAIError,),
+    }
+    public_errors = {
+        value
+        for value in vars(s).values()
+        if inspect.isclass(value)
+        and issubclass(value, s.SendAIError)
+        and value is not s.SendAIError
+    }
+    assert public_errors == set(parents)  # a new public error must be placed in the tree
+    for cls, bases in parents.items():
+        for base in bases:
+            assert issubclass(cls, base), (cls, base)

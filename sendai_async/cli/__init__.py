@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import IO, Any, NoReturn, TypeVar
 
 import orjson
 
 from .._client import SendAI
+from .._config import ENV_API_KEY
 from .._convert import upload_to_dict
 from .._errors import ConfigurationError, SendAIError
 from .._models import TaskStatus
@@ -45,6 +47,10 @@ def _run(coro: Coroutine[Any, Any, T], loop: str) -> T:
 
 
 def _client(args: argparse.Namespace) -> SendAI:
+    if not os.environ.get(ENV_API_KEY):
+        # The library's message suggests api_key=...; the CLI takes the key from the
+        # environment only, so that it never lands in shell history.
+        raise UsageError(f"no API key: set the {ENV_API_KEY} environment variable")
     return SendAI(team_id=args.team, base_url=args.base_url)
 
 
@@ -117,9 +123,19 @@ def _check_writable(path: Path, flag: str) -> None:
         raise UsageError(f"{flag} {path}: is a directory")
 
 
-def _id_lines(path: Path) -> Iterator[str]:
-    with path.open(encoding="utf-8") as stream:
-        yield from stream
+def _id_lines(stream: IO[bytes]) -> Iterator[str]:
+    """Yield each line as text; bytes that are not UTF-8 survive as lone surrogates.
+
+    Such an ID is then refused by the SDK as that ID's own ``ConfigurationError`` and lands
+    in the errors file with its bytes shown, instead of a traceback that loses the run.
+    """
+    for raw in stream:
+        yield raw.decode("utf-8", "surrogateescape")
+
+
+def _id_file_lines(path: Path) -> Iterator[str]:
+    with path.open("rb") as stream:
+        yield from _id_lines(stream)
 
 
 def _count_lines(path: Path) -> int:
@@ -128,7 +144,7 @@ def _count_lines(path: Path) -> int:
 
 
 async def _cmd_fetch(args: argparse.Namespace) -> int:
-    from ._fetch import fetch_to_files  # noqa: PLC0415 -- keeps `get` fast to start
+    from ._fetch import FetchSummary, fetch_to_files  # noqa: PLC0415 -- keeps `get` fast
 
     out = Path(args.out)
     errors = Path(args.errors) if args.errors else out.with_name(out.name + ".errors.jsonl")
@@ -138,7 +154,7 @@ async def _cmd_fetch(args: argparse.Namespace) -> int:
         ids: Any = None  # filled from the listing below, once the client exists
         total = None
     elif args.ids == "-":
-        ids = sys.stdin
+        ids = _id_lines(sys.stdin.buffer)
         total = None
     else:
         path = Path(args.ids)
@@ -146,12 +162,13 @@ async def _cmd_fetch(args: argparse.Namespace) -> int:
             total = _count_lines(path)
         except OSError as exc:
             raise UsageError(f"--ids {path}: cannot read it ({exc.strerror})") from None
-        ids = _id_lines(path)
+        ids = _id_file_lines(path)
+    summary = args.summary = FetchSummary()  # main() prints it if Ctrl-C stops the run
     async with _client(args) as client:
         if args.all:
             listing = client.paginate(f"project/{args.project}/tasks", team_id=args.team)
             ids = listing.ids()
-        summary = await fetch_to_files(
+        await fetch_to_files(
             client,
             ids,
             project_id=args.project,
@@ -161,6 +178,7 @@ async def _cmd_fetch(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             total=total,
             progress=not args.no_progress,
+            summary=summary,
         )
     for line in summary.lines():
         print(line, file=sys.stderr)
@@ -368,7 +386,17 @@ def main(argv: list[str] | None = None) -> int:
     except SendAIError as exc:
         _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        summary = getattr(args, "summary", None)
+        if summary is not None:  # a fetch: say what was done and how to go on
+            for line in summary.lines():
+                print(line, file=sys.stderr)
+            print(
+                "interrupted: run the same command again to resume (IDs already in the "
+                "output file are skipped; failed ones are retried)",
+                file=sys.stderr,
+            )
+        else:
+            print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return code
 

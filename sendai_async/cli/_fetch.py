@@ -21,6 +21,7 @@ class FetchSummary:
     fetched: int = 0
     failed: int = 0
     skipped: int = 0
+    duplicates: int = 0
     retries: int = 0
     requests: int = 0
     elapsed: float = 0.0
@@ -36,7 +37,8 @@ class FetchSummary:
         lines = [
             f"fetched   {self.fetched}",
             f"failed    {self.failed}",
-            f"skipped   {self.skipped} (already in the output file)",
+            f"skipped   {self.skipped} (already in the output file)"
+            + (f", {self.duplicates} repeated IDs" if self.duplicates else ""),
             f"retries   {self.retries}",
             f"requests  {self.requests} in {self.elapsed:.1f} s ({self.rate:.0f} req/s)",
         ]
@@ -49,8 +51,18 @@ class FetchSummary:
 
 
 async def _without_done(
-    ids: Iterable[str] | AsyncIterable[str], done: set[str], summary: FetchSummary
+    ids: Iterable[str] | AsyncIterable[str],
+    done: set[str],
+    summary: FetchSummary,
+    bar: Progress,
 ) -> AsyncIterator[str]:
+    """Yield each new ID once: not empty, not already fetched, not seen earlier in this run.
+
+    De-duplicating here rather than in the pool lets the progress total drop by one per
+    line skipped, so the bar ends at 100%.
+    """
+    seen: set[str] = set()
+
     async def each() -> AsyncIterator[str]:
         if isinstance(ids, AsyncIterable):
             async for item in ids:
@@ -63,10 +75,15 @@ async def _without_done(
         task_id = raw.strip()
         if not task_id:
             continue
-        if task_id in done:
+        if task_id in seen:
+            summary.duplicates += 1
+        elif task_id in done:
             summary.skipped += 1
+        else:
+            seen.add(task_id)
+            yield task_id
             continue
-        yield task_id
+        bar.discount()
 
 
 async def fetch_to_files(
@@ -80,28 +97,30 @@ async def fetch_to_files(
     concurrency: int = 16,
     total: int | None = None,
     progress: bool = True,
+    summary: FetchSummary | None = None,
 ) -> FetchSummary:
     """Fetch every ID not already in ``out``; append payloads to ``out``, failures to ``errors``.
 
     ``errors`` is rewritten per run: IDs that failed before are tried again, so after a
-    finished run each ID is in exactly one of the two files.
+    finished run each ID is in exactly one of the two files. ``total`` counts the input
+    lines (repeats and IDs already fetched included); ``summary`` is filled in as the run
+    goes, so that an interrupted run can still report it.
     """
-    summary = FetchSummary()
+    summary = summary or FetchSummary()
     done = scan_done(out)
     started = time.monotonic()
     requests_before, retries_before = client.requests, client.retries
-    remaining = None if total is None else max(0, total - len(done))
     writer = JsonlWriter(out)
     error_writer = JsonlWriter(errors, truncate=True)
     try:
-        with Progress(remaining, enabled=progress) as bar:
-            pending = _without_done(ids, done, summary)
+        with Progress(total, enabled=progress) as bar:
+            pending = _without_done(ids, done, summary, bar)
             results = client.tasks.iter_many_raw(
                 pending,
                 project_id=project_id,
                 team_id=team_id,
                 concurrency=concurrency,
-                dedupe=True,
+                dedupe=False,  # _without_done yields each ID once
             )
             try:
                 async for result in results:
@@ -117,7 +136,7 @@ async def fetch_to_files(
     finally:
         writer.close()
         error_writer.close()
-    summary.elapsed = time.monotonic() - started
-    summary.requests = client.requests - requests_before
-    summary.retries = client.retries - retries_before
+        summary.elapsed = time.monotonic() - started
+        summary.requests = client.requests - requests_before
+        summary.retries = client.retries - retries_before
     return summary

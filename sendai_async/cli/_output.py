@@ -66,10 +66,18 @@ class JsonlWriter:
         self._stream.close()
 
 
+def printable(text: str) -> str:
+    """Return ``text`` with bytes that were not UTF-8 shown as backslash-x escapes."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no byte decodes to: show its code point
+        return text.encode("utf-8", "backslashreplace").decode()
+
+
 def error_record(task_id: str, error: SendAIError) -> dict[str, Any]:
     """Describe one failed ID for the errors file."""
     return {
-        "task_id": task_id,
+        "task_id": printable(task_id),
         "status": error.status_code if isinstance(error, APIStatusError) else None,
         "error": type(error).__name__,
         "message": str(error),

@@ -47,6 +47,15 @@ class Progress:
                 of = f"/{self.total}" if self.total is not None else ""
                 print(f"  {done + failed}{of} ({failed} failed)", file=sys.stderr, flush=True)
 
+    def discount(self) -> None:
+        """Take one line off the total: it was skipped (a repeat, or fetched before)."""
+        if self.total is None:
+            return
+        self.total -= 1
+        if self._bar is not None:
+            self._bar.total = self.total
+            self._bar.refresh()
+
     def __enter__(self) -> Progress:
         return self
 
