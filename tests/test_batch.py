@@ -16,6 +16,7 @@ from sendai_async import (
     Hooks,
     NotFoundError,
     PermissionDeniedError,
+    RateLimitError,
     RequestEvent,
     ResponseEvent,
     RetryPolicy,
@@ -307,3 +308,23 @@ async def test_concurrency_is_capped_at_the_pool_size(
         )
     assert result.ok
     assert sandbox.stats.max_in_flight <= 3
+
+
+async def test_a_retry_after_too_long_to_wait_fails_the_batch_fast(
+    sandbox: SandboxServer,
+) -> None:
+    """One 429 asking for 10 minutes fails every waiting ID at once, not after a minute each."""
+    sandbox.retry_after = 600
+    sandbox.script(sandbox.task_ids[0], [429])
+    started = time.monotonic()
+    async with SendAI(
+        sandbox.api_key, team_id=sandbox.team_id, base_url=sandbox.base_url
+    ) as sendai:
+        batch = await sendai.tasks.get_many(
+            sandbox.task_ids[:48], project_id=sandbox.project_id, concurrency=1
+        )
+    assert time.monotonic() - started < 5
+    assert len(batch.errors) == 48  # every ID accounted for, each with the server's wait
+    assert all(isinstance(e, RateLimitError) for e in batch.errors.values())
+    assert all((e.retry_after or 0) > 590 for e in batch.errors.values())  # type: ignore[attr-defined]
+    assert sandbox.stats.requests == 1
