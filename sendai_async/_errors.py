@@ -5,6 +5,7 @@
     SendAIError
     ├── ConfigurationError        (also ValueError)  bad or missing settings and arguments
     ├── ClientClosedError         (also RuntimeError) a call on a client after aclose()
+    ├── ReentrantCallError        (also RuntimeError) a SyncSendAI call from its own loop
     ├── TransportError            no complete HTTP response: connect, reset, truncated body
     │   ├── RequestTimeoutError   (also TimeoutError)
     │   └── ResponseTooLargeError a body over the client's size limit, refused unread
@@ -128,6 +129,15 @@ class ConfigurationError(SendAIError, ValueError):
 
 class ClientClosedError(SendAIError, RuntimeError):
     """The client was closed with ``aclose()``; create a new one to make more calls."""
+
+
+class ReentrantCallError(SendAIError, RuntimeError):
+    """A ``SyncSendAI`` method was called from the client's own event-loop thread.
+
+    That happens in a hook that calls back into the sync client: waiting there for the
+    loop it blocks would deadlock, so the call fails instead. Use the async client
+    (``sync_client.async_client``) inside hooks.
+    """
 
 
 class TransportError(SendAIError):

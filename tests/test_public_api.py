@@ -34,6 +34,7 @@ def test_error_tree_matches_the_contract() -> None:
     parents = {
         s.ConfigurationError: (s.SendAIError, ValueError),
         s.ClientClosedError: (s.SendAIError, RuntimeError),
+        s.ReentrantCallError: (s.SendAIError, RuntimeError),
         s.TransportError: (s.SendAIError,),
         s.RequestTimeoutError: (s.TransportError, TimeoutError),
         s.ResponseTooLargeError: (s.TransportError,),
