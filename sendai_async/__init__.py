@@ -3,6 +3,7 @@
 from ._batch import BatchError, BatchResult, MapResult, RawTaskResult, TaskResult
 from ._client import SendAI
 from ._config import RetryPolicy, Timeout
+from ._coordination import LocalCoordinator, RateLimit
 from ._errors import (
     APIStatusError,
     AuthenticationError,
@@ -11,6 +12,7 @@ from ._errors import (
     ConfigurationError,
     ConflictError,
     ContentTooLargeError,
+    CoordinatorError,
     DecodeError,
     NotFoundError,
     PaginationError,
@@ -25,7 +27,7 @@ from ._errors import (
     UnprocessableEntityError,
     WaitTimeoutError,
 )
-from ._hooks import Hooks, RequestEvent, ResponseEvent, RetryEvent
+from ._hooks import CoordinationEvent, Hooks, RequestEvent, ResponseEvent, RetryEvent
 from ._models import (
     Annotation,
     Checkbox,
@@ -48,6 +50,7 @@ from ._pagination import (
     PageStrategy,
     TokenPagination,
 )
+from ._redis import RedisCoordinator
 from ._version import __version__
 from .resources import Tasks, Uploads
 
@@ -64,9 +67,12 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "ContentTooLargeError",
+    "CoordinationEvent",
+    "CoordinatorError",
     "DecodeError",
     "Hooks",
     "ListingPage",
+    "LocalCoordinator",
     "MapResult",
     "MetaItem",
     "NotFoundError",
@@ -77,8 +83,10 @@ __all__ = [
     "PaginationError",
     "PermissionDeniedError",
     "Point",
+    "RateLimit",
     "RateLimitError",
     "RawTaskResult",
+    "RedisCoordinator",
     "ReentrantCallError",
     "ReportIssue",
     "RequestEvent",

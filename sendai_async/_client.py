@@ -20,6 +20,7 @@ from ._config import (
     resolve_base_url,
     resolve_team_id,
 )
+from ._coordination import ClientSettings, Coordinator, LocalCoordinator, RateLimit
 from ._errors import ConfigurationError
 from ._hooks import Hooks
 from ._http import Requester, RequestOptions, Transport, default_user_agent
@@ -64,6 +65,11 @@ class SendAI:
         user_agent: Replaces the default ``User-Agent``.
         max_response_bytes: Larger response bodies are refused (``ResponseTooLargeError``),
             counted after decompression.
+        coordinator: Where the 429 gate, the retry budget and the rate limit live:
+            in this process (the default, ``LocalCoordinator()``) or shared by every
+            process using the same Redis (``RedisCoordinator(url)``).
+        rate_limit: A proactive limit, ``RateLimit(per_second, burst=...)``; none by
+            default (the server's 429s are always honoured).
 
     Raises:
         ConfigurationError: the key is missing, or an argument is invalid.
@@ -88,15 +94,31 @@ class SendAI:
         session: aiohttp.ClientSession | None = None,
         user_agent: str | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        coordinator: Coordinator | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         _check_positive_int(max_connections, "max_connections")
         _check_positive_int(max_response_bytes, "max_response_bytes")
         if hooks is not None and not isinstance(hooks, Hooks):
             raise ConfigurationError(f"hooks must be a Hooks, got {type(hooks).__name__}")
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            raise ConfigurationError(
+                f"rate_limit must be a RateLimit, got {type(rate_limit).__name__}"
+            )
         attempt_timeout = coerce_timeout(timeout) or Timeout()
         policy = coerce_retry(retry) or RetryPolicy()
         key = resolve_api_key(api_key)
         base = resolve_base_url(base_url)
+        team = resolve_team_id(team_id)
+        hooks = hooks or Hooks()
+        settings = ClientSettings(
+            base_url=base,
+            team_id=team,
+            budget_capacity=policy.budget_capacity,
+            rate_limit=rate_limit,
+            hooks=hooks,
+        )
+        self.coordinator = coordinator or LocalCoordinator()
 
         def new_session() -> aiohttp.ClientSession:
             connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0)
@@ -114,17 +136,15 @@ class SendAI:
         transport = Transport(
             api_key=key,
             base_url=base,
-            hooks=hooks or Hooks(),
+            hooks=hooks,
             max_response_bytes=max_response_bytes,
             sessions=SessionManager(new_session, external=session),
             user_agent=user_agent or default_user_agent(),
-            budget_capacity=policy.budget_capacity,
+            limits=self.coordinator.limits_for(settings),
             pool_limit=max_connections if session is None else None,
         )
         self.max_connections = max_connections
-        options = RequestOptions(
-            timeout=attempt_timeout, retry=policy, team_id=resolve_team_id(team_id)
-        )
+        options = RequestOptions(timeout=attempt_timeout, retry=policy, team_id=team)
         self._bind(Requester(transport, options))
 
     def _bind(self, requester: Requester) -> None:
@@ -167,6 +187,7 @@ class SendAI:
             changes["team_id"] = team_id
         view = object.__new__(SendAI)
         view.max_connections = self.max_connections
+        view.coordinator = self.coordinator
         view._bind(
             Requester(self._requester.transport, attrs.evolve(self._requester.options, **changes))
         )

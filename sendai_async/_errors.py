@@ -6,6 +6,7 @@
     ├── ConfigurationError        (also ValueError)  bad or missing settings and arguments
     ├── ClientClosedError         (also RuntimeError) a call on a client after aclose()
     ├── ReentrantCallError        (also RuntimeError) a SyncSendAI call from its own loop
+    ├── CoordinatorError          shared limits unreachable (RedisCoordinator, "raise")
     ├── TransportError            no complete HTTP response: connect, reset, truncated body
     │   ├── RequestTimeoutError   (also TimeoutError)
     │   └── ResponseTooLargeError a body over the client's size limit, refused unread
@@ -137,6 +138,14 @@ class ReentrantCallError(SendAIError, RuntimeError):
     That happens in a hook that calls back into the sync client: waiting there for the
     loop it blocks would deadlock, so the call fails instead. Use the async client
     (``sync_client.async_client``) inside hooks.
+    """
+
+
+class CoordinatorError(SendAIError):
+    """The shared-limits backend (Redis) is unreachable and ``on_unavailable="raise"``.
+
+    No request was sent: without the fleet's 429 gate and rate limit, sending could
+    join a storm the fleet is meant to avoid.
     """
 
 

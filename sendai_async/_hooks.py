@@ -45,7 +45,20 @@ class RetryEvent:
     cause: SendAIError
 
 
-Event = RequestEvent | ResponseEvent | RetryEvent
+@attrs.frozen(kw_only=True)
+class CoordinationEvent:
+    """The shared-limits backend (Redis) became unreachable, or reachable again.
+
+    ``state`` is ``"unavailable"`` (the client falls back to local limits, or fails calls
+    with ``on_unavailable="raise"``) or ``"restored"``.
+    """
+
+    state: str
+    backend: str
+    detail: str = ""
+
+
+Event = RequestEvent | ResponseEvent | RetryEvent | CoordinationEvent
 Hook = Callable[[Any], Awaitable[None] | None]
 
 
@@ -64,12 +77,15 @@ class Hooks:
         on_request: Called with a ``RequestEvent`` before each attempt.
         on_response: Called with a ``ResponseEvent`` after each attempt.
         on_retry: Called with a ``RetryEvent`` before each backoff sleep.
+        on_coordination: Called with a ``CoordinationEvent`` when a shared-limits
+            backend (``RedisCoordinator``) is lost or comes back.
 
     """
 
     on_request: tuple[Hook, ...] = attrs.field(default=(), converter=_as_tuple)
     on_response: tuple[Hook, ...] = attrs.field(default=(), converter=_as_tuple)
     on_retry: tuple[Hook, ...] = attrs.field(default=(), converter=_as_tuple)
+    on_coordination: tuple[Hook, ...] = attrs.field(default=(), converter=_as_tuple)
 
 
 async def emit(hooks: tuple[Hook, ...], event: Event) -> None:

@@ -30,6 +30,7 @@ from yarl import URL
 
 from . import _retry
 from ._config import ENV_TEAM_ID, RetryPolicy, Timeout
+from ._coordination import Limits
 from ._errors import (
     APIStatusError,
     ClientClosedError,
@@ -46,7 +47,7 @@ from ._errors import (
 from ._hooks import Hooks, RequestEvent, ResponseEvent, RetryEvent, emit
 from ._logging import logger
 from ._redact import Redactor
-from ._retry import NotBeforeGate, RetryBudget, call_with_retries, is_retryable, parse_retry_after
+from ._retry import call_with_retries, is_retryable, parse_retry_after
 from ._session import SessionManager
 from ._version import __version__
 
@@ -101,7 +102,7 @@ class Transport:
         max_response_bytes: int,
         sessions: SessionManager,
         user_agent: str,
-        budget_capacity: int | None,
+        limits: Limits,
         pool_limit: int | None,
     ) -> None:
         self.redactor = Redactor(api_key)
@@ -110,8 +111,8 @@ class Transport:
         self.hooks = hooks
         self.max_response_bytes = max_response_bytes
         self.sessions = sessions
-        self.budget = RetryBudget(budget_capacity) if budget_capacity else None
-        self.gate = NotBeforeGate()
+        self.limits = limits
+        self.gate = limits.gate
         self.headers = {
             "Authorization": f"Bearer {api_key}",
             "Accept": "application/json",
@@ -318,7 +319,10 @@ class Requester:
         )
         try:
             response = await call_with_retries(
-                call.attempt, policy=call.policy, budget=transport.budget, on_retry=call.on_retry
+                call.attempt,
+                policy=call.policy,
+                budget=transport.limits.budget,
+                on_retry=call.on_retry,
             )
         finally:
             if files is not None:
@@ -393,6 +397,25 @@ class _Call:
             if hold > min(self.policy.max_retry_after, deadline_at - now):
                 raise self._stamp(_gate_refusal(hold), number - 1)
             await _retry._sleep(hold)
+            now = _retry._clock()
+        limits = self.transport.limits
+        if limits.check is not None:
+            try:
+                limits.check()
+            except SendAIError as refused:
+                raise self._stamp(refused, number - 1) from None
+        if limits.limiter is not None:
+            slot = await limits.admit()
+            if slot > deadline_at - now:
+                raise self._stamp(
+                    RequestTimeoutError(
+                        f"the client's rate limit would delay this call {slot:.1f} s, past "
+                        "its deadline"
+                    ),
+                    number - 1,
+                )
+            if slot > 0:
+                await _retry._sleep(slot)
             now = _retry._clock()
         remaining = deadline_at - now
         if remaining <= 0:

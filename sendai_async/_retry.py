@@ -13,12 +13,15 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from ._config import RetryPolicy
 from ._errors import APIStatusError, RequestTimeoutError, SendAIError, TransportError
+
+if TYPE_CHECKING:
+    from ._coordination import Budget
 
 T = TypeVar("T")
 
@@ -108,6 +111,10 @@ class RetryBudget:
         """Tokens left."""
         return self._tokens
 
+    async def spend(self, cost: int) -> bool:
+        """Spend ``cost`` tokens if that many are left (the ``Budget`` protocol)."""
+        return self.acquire(cost)
+
     def acquire(self, cost: int) -> bool:
         """Spend ``cost`` tokens if that many are left."""
         with self._lock:
@@ -145,15 +152,18 @@ class NotBeforeGate:
 
 
 class _StopDecision:
-    """tenacity ``stop``: decided after ``wait`` has computed the upcoming sleep."""
+    """tenacity ``stop``: decided after ``wait`` has computed the upcoming sleep.
 
-    def __init__(self, policy: RetryPolicy, deadline_at: float, budget: RetryBudget | None) -> None:
+    Asynchronous, because spending from a shared retry budget may need a round trip.
+    """
+
+    def __init__(self, policy: RetryPolicy, deadline_at: float, budget: Budget | None) -> None:
         self.policy = policy
         self.deadline_at = deadline_at
         self.budget = budget
         self.spent = 0
 
-    def __call__(self, state: RetryCallState) -> bool:
+    async def __call__(self, state: RetryCallState) -> bool:
         exc = state.outcome.exception() if state.outcome else None
         if state.attempt_number >= self.policy.max_attempts or not isinstance(exc, SendAIError):
             return True
@@ -164,7 +174,7 @@ class _StopDecision:
             return True
         if self.budget is not None:
             cost = _TIMEOUT_RETRY_COST if isinstance(exc, RequestTimeoutError) else _RETRY_COST
-            if not self.budget.acquire(cost):
+            if not await self.budget.spend(cost):
                 exc.retry_budget_exhausted = True
                 return True
             self.spent = cost
@@ -186,7 +196,7 @@ async def call_with_retries(
     attempt: Callable[[int, float], Awaitable[T]],
     *,
     policy: RetryPolicy,
-    budget: RetryBudget | None,
+    budget: Budget | None,
     on_retry: Callable[[int, float, SendAIError], Awaitable[None]] | None = None,
 ) -> T:
     """Run ``attempt(attempt_number, deadline_at)`` until it succeeds or retrying must stop.
@@ -223,7 +233,7 @@ async def _retry_after_first_failure(
     first_failure: SendAIError,
     *,
     policy: RetryPolicy,
-    budget: RetryBudget | None,
+    budget: Budget | None,
     deadline_at: float,
     on_retry: Callable[[int, float, SendAIError], Awaitable[None]] | None,
 ) -> T:
@@ -236,7 +246,9 @@ async def _retry_after_first_failure(
             await on_retry(state.attempt_number, state.upcoming_sleep or 0.0, exc)
 
     retrying = AsyncRetrying(
-        stop=stop,
+        # An async stop (it may ask a shared budget) is awaited by tenacity >= 8.5; its
+        # type hints do not say so yet.
+        stop=stop,  # type: ignore[arg-type]
         wait=_wait(policy),
         retry=retry_if_exception(lambda exc: is_retryable(exc, policy)),
         sleep=_dynamic_sleep,

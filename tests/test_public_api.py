@@ -35,6 +35,7 @@ def test_error_tree_matches_the_contract() -> None:
         s.ConfigurationError: (s.SendAIError, ValueError),
         s.ClientClosedError: (s.SendAIError, RuntimeError),
         s.ReentrantCallError: (s.SendAIError, RuntimeError),
+        s.CoordinatorError: (s.SendAIError,),
         s.TransportError: (s.SendAIError,),
         s.RequestTimeoutError: (s.TransportError, TimeoutError),
         s.ResponseTooLargeError: (s.TransportError,),

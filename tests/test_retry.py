@@ -90,8 +90,8 @@ async def test_success_refills_the_budget(server: ScriptedServer, sleeps: list[f
     server.play(json_response(503), json_response())
     policy = RetryPolicy(budget_capacity=20)
     async with SendAI(CANARY_KEY, team_id="t", base_url=server.base_url, retry=policy) as sendai:
-        budget = sendai._requester.transport.budget
-        assert budget is not None
+        budget = sendai._requester.transport.limits.budget
+        assert isinstance(budget, RetryBudget)
         await sendai.tasks.get("task_1", project_id="p")  # one retry, then success: repaid
         assert budget.tokens == 20
         budget.acquire(5)
