@@ -98,7 +98,7 @@ _REDIS_DOWN = (OSError, asyncio.TimeoutError)  # plus redis.exceptions.RedisErro
 _JITTER_SHARE = 0.1
 _JITTER_MAX = 0.5
 _LEASE_MIN = 10
-_RETURN_BATCH = 20
+_RETURN_DELAY = 0.5  # seconds between returns of earned tokens to Redis
 
 _scopes: weakref.WeakSet[_Scope] = weakref.WeakSet()
 _inherited: list[Any] = []  # the parent's per-loop state, kept unclosed in a forked child
@@ -458,13 +458,16 @@ class _LeasedBudget:
             return
         self._tokens += amount
         if self._tokens > self._lease:
+            # At most one return in flight, sent a moment later with everything earned by
+            # then: a busy process costs Redis a few calls a second, not one per request.
+            if not self._pending_return:
+                self._scope.spawn(self._give_back())
             self._pending_return += self._tokens - self._lease
             self._tokens = self._lease
-            if self._pending_return >= _RETURN_BATCH:
-                amount, self._pending_return = self._pending_return, 0
-                self._scope.spawn(self._give_back(amount))
 
-    async def _give_back(self, amount: int) -> None:
+    async def _give_back(self) -> None:
+        await asyncio.sleep(_RETURN_DELAY)
+        amount, self._pending_return = self._pending_return, 0
         scope = self._scope
         try:
             await scope.run_script(_BUDGET_RETURN, [scope.budget_key], [self._capacity, amount])
