@@ -186,6 +186,99 @@ async def _cmd_fetch(args: argparse.Namespace) -> int:
     return EXIT_OK if summary.failed == 0 and summary.stopped_by is None else EXIT_FAILED
 
 
+# -- distributed export ----------------------------------------------------------------
+
+
+def _broker(url: str) -> str:
+    """Check a broker URL: a redis:// URL whose server answers; else a usage error."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    if urlsplit(url).scheme not in ("redis", "rediss"):
+        raise UsageError(f"--broker {url!r}: expected redis://HOST:PORT/DB")
+    try:
+        import redis  # noqa: PLC0415 -- from the celery extra
+    except ImportError:
+        raise UsageError(
+            "the export needs the celery extra: pip install 'sendai-async[celery]'"
+        ) from None
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
+    except (redis.RedisError, OSError) as exc:
+        raise UsageError(f"--broker: cannot reach the broker ({type(exc).__name__})") from None
+    return url
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from ..export import QUEUE, make_app  # noqa: PLC0415 -- needs the celery extra
+
+    app = make_app(_broker(args.broker))
+    argv = [
+        "worker",
+        f"--concurrency={args.concurrency}",
+        "--pool=prefork",
+        f"--queues={QUEUE}",
+        f"--loglevel={args.loglevel}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if args.hostname:
+        argv.append(f"--hostname={args.hostname}")
+    app.worker_main(argv)
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    """Check everything a user can get wrong before dispatching anything; then export."""
+    out_dir = Path(args.out)
+    if not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir}: not a directory (create it; every worker must see it)")
+    if args.ids not in (None, "-") and not Path(args.ids).is_file():
+        raise UsageError(f"--ids {args.ids}: cannot read it")
+    return _export(args, out_dir, _broker(args.broker))
+
+
+async def _export(args: argparse.Namespace, out_dir: Path, broker: str) -> int:
+    from ..export import QUEUE, TASK_NAME, ExportInputError, make_app, run_export  # noqa: PLC0415
+    from ._progress import Progress  # noqa: PLC0415
+
+    app = make_app(broker)
+
+    def send(message: dict[str, Any]) -> None:
+        app.send_task(TASK_NAME, args=[message], queue=QUEUE)
+
+    ids: Any
+    client: SendAI | None = None
+    if args.all:
+        client = _client(args)
+        ids = client.paginate(f"project/{args.project}/tasks", team_id=args.team).ids()
+    elif args.ids == "-":
+        ids = _id_lines(sys.stdin.buffer)
+    else:
+        ids = _id_file_lines(Path(args.ids))
+    try:
+        with Progress(None, enabled=not args.no_progress) as bar:
+            summary = await run_export(
+                send,
+                ids,
+                project_id=args.project,
+                team_id=args.team,
+                out_dir=out_dir,
+                chunk_size=args.chunk_size,
+                rate_limit=args.rate_limit,
+                coordinator_url=broker,
+                progress=bar,
+            )
+    except ExportInputError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        if client is not None:
+            await client.aclose()
+    for line in summary.lines():
+        print(line, file=sys.stderr)
+    print(f"output    {out_dir}/part-*.jsonl, errors.jsonl, manifest.json", file=sys.stderr)
+    return EXIT_OK if summary.failed == 0 else EXIT_FAILED
+
+
 # -- sandbox and demo ---------------------------------------------------------------
 
 
@@ -314,6 +407,28 @@ def _add_task_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     upload.set_defaults(handler=_cmd_upload)
 
 
+def _add_export_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``worker`` and ``export``: the distributed export on Celery."""
+    worker = commands.add_parser("worker", help="run a Celery worker for distributed exports")
+    worker.add_argument("--broker", required=True, help="redis://HOST:PORT/DB")
+    worker.add_argument("--concurrency", type=_positive_int, default=2, help="processes")
+    worker.add_argument("--hostname", help="Celery node name (default: celery@HOST)")
+    worker.add_argument("--loglevel", default="WARNING")
+    worker.set_defaults(handler=_cmd_worker)
+
+    export = commands.add_parser("export", help="bulk-fetch through Celery workers (resumable)")
+    _api_options(export)
+    source = export.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ids", help="file of task IDs, one per line, or - for stdin")
+    source.add_argument("--all", action="store_true", help="every task the listing yields")
+    export.add_argument("--out", required=True, help="directory every worker can write to")
+    export.add_argument("--broker", required=True, help="redis://HOST:PORT/DB")
+    export.add_argument("--chunk-size", type=_positive_int, default=500)
+    export.add_argument("--rate-limit", type=_positive_float, help="requests/s, fleet-wide")
+    export.add_argument("--no-progress", action="store_true")
+    export.set_defaults(handler=_cmd_export)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sendai-async",
@@ -349,6 +464,8 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
     fetch.set_defaults(handler=_cmd_fetch)
 
+    _add_export_commands(commands)
+
     sandbox = commands.add_parser("sandbox", help="run the local sandbox server")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8765)
@@ -380,7 +497,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return its exit status."""
     args = _parser().parse_args(argv)
     try:
-        code: int = _run(args.handler(args), args.loop)
+        outcome = args.handler(args)
+        # Most commands are coroutines; `worker` blocks in Celery's own loop.
+        code: int = outcome if isinstance(outcome, int) else _run(outcome, args.loop)
     except (UsageError, ConfigurationError) as exc:
         _fail(str(exc), EXIT_USAGE)
     except SendAIError as exc:
