@@ -51,6 +51,7 @@ from ._pagination import (
     TokenPagination,
 )
 from ._redis import RedisCoordinator
+from ._sync import SyncIterator, SyncPaginator, SyncSendAI, SyncTasks, SyncUploads
 from ._version import __version__
 from .resources import Tasks, Uploads
 
@@ -101,6 +102,11 @@ __all__ = [
     "ServerError",
     "Signature",
     "StepType",
+    "SyncIterator",
+    "SyncPaginator",
+    "SyncSendAI",
+    "SyncTasks",
+    "SyncUploads",
     "Task",
     "TaskResult",
     "TaskStatus",
