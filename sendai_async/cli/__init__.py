@@ -238,7 +238,14 @@ def _cmd_export(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
 
 
 async def _export(args: argparse.Namespace, out_dir: Path, broker: str) -> int:
-    from ..export import QUEUE, TASK_NAME, ExportInputError, make_app, run_export  # noqa: PLC0415
+    from ..export import (  # noqa: PLC0415 -- needs the celery extra
+        QUEUE,
+        TASK_NAME,
+        ExportInputError,
+        ExportStalledError,
+        make_app,
+        run_export,
+    )
     from ._progress import Progress  # noqa: PLC0415
 
     app = make_app(broker)
@@ -267,9 +274,13 @@ async def _export(args: argparse.Namespace, out_dir: Path, broker: str) -> int:
                 rate_limit=args.rate_limit,
                 coordinator_url=broker,
                 progress=bar,
+                give_up_after=args.give_up_after,
             )
     except ExportInputError as exc:
         raise UsageError(str(exc)) from None
+    except ExportStalledError as exc:
+        print(f"sendai-async: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         if client is not None:
             await client.aclose()
@@ -425,6 +436,12 @@ def _add_export_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     export.add_argument("--broker", required=True, help="redis://HOST:PORT/DB")
     export.add_argument("--chunk-size", type=_positive_int, default=500)
     export.add_argument("--rate-limit", type=_positive_float, help="requests/s, fleet-wide")
+    export.add_argument(
+        "--give-up-after",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="stop waiting (exit 1, resumable) when no chunk finished for this long",
+    )
     export.add_argument("--no-progress", action="store_true")
     export.set_defaults(handler=_cmd_export)
 

@@ -8,7 +8,7 @@ app register the chunk task on it with ``register_export_task(app)``. Needs the
 
 from ._app import CELERY_SETTINGS, QUEUE, TASK_NAME, make_app, register_export_task
 from ._chunk import Chunk, part_paths, run_chunk
-from ._driver import ExportInputError, ExportSummary, run_export
+from ._driver import ExportInputError, ExportStalledError, ExportSummary, run_export
 
 __all__ = [
     "CELERY_SETTINGS",
@@ -16,6 +16,7 @@ __all__ = [
     "TASK_NAME",
     "Chunk",
     "ExportInputError",
+    "ExportStalledError",
     "ExportSummary",
     "make_app",
     "part_paths",

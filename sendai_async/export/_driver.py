@@ -31,6 +31,10 @@ class ExportInputError(Exception):
     """The export cannot start or resume as asked (reported in one line, exit status 2)."""
 
 
+class ExportStalledError(Exception):
+    """No chunk finished for ``give_up_after`` seconds; the export can be resumed later."""
+
+
 @attrs.define
 class ExportSummary:
     """What an export run did, for the final report."""
@@ -134,13 +138,15 @@ async def run_export(
     rate_limit: float | None,
     coordinator_url: str | None,
     progress: Any = None,
+    give_up_after: float | None = None,
 ) -> ExportSummary:
     """Plan and dispatch chunks as IDs arrive, then wait for every chunk to finish.
 
     ``send(message)`` dispatches one chunk message (Celery's ``send_task`` in production).
     IDs are de-duplicated (one set entry per distinct ID); chunks are dispatched as soon
     as they fill up, so a listing streams into the workers in constant driver memory
-    otherwise.
+    otherwise. With ``give_up_after``, waiting stops with ``ExportStalledError`` when no
+    chunk finished for that many seconds (no worker running, say); by default it waits.
     """
     summary = ExportSummary()
     started = time.monotonic()
@@ -180,7 +186,7 @@ async def run_export(
     if batch:
         dispatch(index, batch)
     manifest.save(state="running")
-    await _wait(out_dir, pending, manifest, summary, progress)
+    await _wait(out_dir, pending, manifest, summary, progress, give_up_after)
     summary.elapsed = time.monotonic() - started
     _merge_errors(out_dir, summary.chunks)
     manifest.save(
@@ -198,18 +204,28 @@ async def _wait(
     manifest: Manifest,
     summary: ExportSummary,
     progress: Any,
+    give_up_after: float | None,
 ) -> None:
     """Poll for chunk summaries until every chunk is done; tally them all."""
     for key in manifest.chunks:
         index = int(key)
         if index not in pending:
             _tally(part_paths(out_dir, index)[2], summary, manifest, index)
+    last_progress = time.monotonic()
     while pending:
         for index in sorted(pending):
             summary_path = part_paths(out_dir, index)[2]
             if summary_path.exists():
                 pending.discard(index)
                 _tally(summary_path, summary, manifest, index)
+                last_progress = time.monotonic()
+        if give_up_after is not None and time.monotonic() - last_progress > give_up_after:
+            manifest.save(state="stalled")
+            raise ExportStalledError(
+                f"no chunk finished for {give_up_after:.0f} s ({len(pending)} of "
+                f"{summary.chunks} still pending); are workers running? Run the same "
+                "command again to resume"
+            )
         if progress is not None:
             progress.update(summary.fetched, summary.failed)
         if pending:

@@ -16,6 +16,7 @@ import base64
 import random
 import secrets
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable
 from types import TracebackType
@@ -26,6 +27,7 @@ import orjson
 from aiohttp import web
 
 from ._synthetic import SMALL, TaskShape, synthetic_task
+from ._window import RateLimitWindow
 
 FAULTS = ("429", "429-bare", "500", "502", "503", "reset", "truncate", "slow")
 """Random fault kinds: 429 with and without ``Retry-After``, 5xx, connection reset before the
@@ -40,7 +42,11 @@ _MAX_PAGE = 500
 
 @attrs.define
 class SandboxStats:
-    """What the sandbox has served so far."""
+    """What the sandbox has served so far.
+
+    ``arrivals`` holds each request's arrival time (``time.monotonic()``) and ``window``
+    the 429 window opened by ``SandboxServer.rate_limit_window``, if any.
+    """
 
     requests: int = 0
     statuses: Counter[int] = attrs.Factory(Counter)
@@ -48,6 +54,8 @@ class SandboxStats:
     in_flight: int = 0
     max_in_flight: int = 0
     by_task: Counter[str] = attrs.Factory(Counter)
+    arrivals: list[float] = attrs.Factory(list)
+    window: RateLimitWindow | None = None
 
 
 class SandboxServer:
@@ -190,6 +198,16 @@ class SandboxServer:
                 raise ValueError(f"unknown script step {step!r}; use a status or {SCRIPT_STEPS}")
         self._scripts[task_id] = steps
 
+    def rate_limit_window(self, *, after_requests: int, seconds: float) -> RateLimitWindow:
+        """Answer 429 to every request for ``seconds``, from the ``after_requests``-th on.
+
+        As when a team's rate limit is hit: each 429 carries the time left as
+        ``retry-after-ms`` and ``Retry-After``. ``stats.window`` records when the first 429
+        went out and when the window ends.
+        """
+        self.stats.window = RateLimitWindow(after_requests=after_requests, seconds=seconds)
+        return self.stats.window
+
     # -- handlers ----------------------------------------------------------------------
 
     def _auth(self, request: web.Request) -> web.Response | None:
@@ -229,6 +247,7 @@ class SandboxServer:
     async def _serve(self, request: web.Request, key: str, body: Any) -> web.StreamResponse:
         """Answer with ``body`` unless a fault was drawn for this request."""
         stats = self.stats
+        stats.arrivals.append(time.monotonic())
         stats.requests += 1
         stats.by_task[key] += 1
         stats.in_flight += 1
@@ -241,6 +260,15 @@ class SandboxServer:
         return response
 
     async def _respond(self, request: web.Request, key: str, body: Any) -> web.StreamResponse:
+        window = self.stats.window
+        wait = window.retry_after(self.stats.requests) if window is not None else None
+        if wait is not None:
+            headers = {
+                "x-request-id": f"req_{self.stats.requests:08d}",
+                "retry-after-ms": str(int(wait * 1000)),
+                "Retry-After": str(max(1, round(wait))),
+            }
+            return self._error(429, "rate limit window", headers)
         fault = self._draw_fault(key)
         if self.latency:
             await asyncio.sleep(self.latency)
