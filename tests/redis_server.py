@@ -1,101 +1,24 @@
-"""A real ``redis-server`` (or ``valkey-server``) for tests: free port, no persistence, by pid.
+"""The ``redis_server`` fixture: a real Redis for one test (see ``RedisServerProcess``).
 
-The binary is found on PATH, or named by ``SENDAI_TEST_REDIS_SERVER``. Without one, tests
-that need it are skipped on a developer's machine with a hint, and fail in CI (``CI`` set),
-where ``.ci/run`` installs it.
+Without a binary, tests that need it are skipped on a developer's machine with a hint, and
+fail in CI (``CI`` set), where ``.ci/run`` installs it.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-ENV_BINARY = "SENDAI_TEST_REDIS_SERVER"
+from sendai_async.testing import RedisServerProcess
+from sendai_async.testing._redis_server import ENV_BINARY, redis_binary
 
-
-def redis_binary() -> str | None:
-    """Return the server binary to run, or ``None``."""
-    named = os.environ.get(ENV_BINARY)
-    if named:
-        return named
-    return shutil.which("redis-server") or shutil.which("valkey-server")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class RedisServer:
-    """One ``redis-server`` process on 127.0.0.1; ``start``/``kill``/``restart`` by pid."""
-
-    def __init__(self, binary: str) -> None:
-        self.binary = binary
-        self.port = _free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="sendai-redis-"))
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        """The URL clients connect to."""
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        """Start the server and wait until it answers PING."""
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.dir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError(f"{self.binary} did not start on port {self.port}")
-
-    def kill(self) -> None:
-        """Kill the server (SIGKILL, by pid) and wait for it to be gone."""
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-        self.process = None
-
-    def stop(self) -> None:
-        """Stop the server and remove its directory."""
-        self.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
+RedisServer = RedisServerProcess
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
+def redis_server() -> Iterator[RedisServerProcess]:
     """A fresh Redis server for one test."""
     binary = redis_binary()
     if binary is None:
@@ -105,7 +28,7 @@ def redis_server() -> Iterator[RedisServer]:
             "no redis-server or valkey-server on PATH: `apt-get install redis-server`, "
             f"or point {ENV_BINARY} at one"
         )
-    server = RedisServer(binary)
+    server = RedisServerProcess(binary)
     server.start()
     try:
         yield server

@@ -26,6 +26,7 @@ from .._models import TaskStatus
 T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_DEMO_TASKS, _CLUSTER_DEMO_TASKS = 3000, 20_000
 
 
 class UsageError(Exception):
@@ -319,6 +320,8 @@ async def _cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 async def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.workers:
+        return await _cluster_demo(args)
     from ._demo import run_demo  # noqa: PLC0415
 
     out_dir = Path(args.out_dir) if args.out_dir else None
@@ -347,6 +350,19 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"INCOMPLETE: {summary.failed} tasks failed; see {out.with_name('errors.jsonl')}")
     return EXIT_FAILED
+
+
+async def _cluster_demo(args: argparse.Namespace) -> int:
+    from ..testing._redis_server import ENV_BINARY, redis_binary  # noqa: PLC0415
+    from ._cluster_demo import run_cluster_demo  # noqa: PLC0415
+
+    if redis_binary() is None:
+        raise UsageError(
+            "the cluster demo needs a redis-server (or valkey-server) binary: "
+            f"`apt-get install redis-server`, or point {ENV_BINARY} at one"
+        )
+    tasks = args.tasks if args.tasks != _DEMO_TASKS else _CLUSTER_DEMO_TASKS
+    return await run_cluster_demo(tasks=tasks, workers=args.workers, fault_rate=args.fault_rate)
 
 
 # -- parsing --------------------------------------------------------------------------
@@ -495,7 +511,17 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.set_defaults(handler=_cmd_sandbox)
 
     demo = commands.add_parser("demo", help="bulk-fetch from a faulty local sandbox")
-    demo.add_argument("--tasks", type=_positive_int, default=3000)
+    demo.add_argument(
+        "--tasks",
+        type=_positive_int,
+        default=_DEMO_TASKS,
+        help=f"{_DEMO_TASKS}; {_CLUSTER_DEMO_TASKS} with --workers",
+    )
+    demo.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="run the distributed export demo with this many Celery workers",
+    )
     demo.add_argument("--fault-rate", type=_rate, default=0.03)
     demo.add_argument("--concurrency", type=_positive_int, default=32)
     demo.add_argument("--seed", type=int, default=0)

@@ -10,14 +10,18 @@ and faults on demand. The pytest plugin (installed with the package) provides th
         )
 """
 
+from ._redis_server import RedisServerProcess
 from ._sandbox import FAULTS, SCRIPT_STEPS, SandboxServer, SandboxStats
 from ._synthetic import LARGE, SMALL, TaskShape, synthetic_task
+from ._window import RateLimitWindow
 
 __all__ = [
     "FAULTS",
     "LARGE",
     "SCRIPT_STEPS",
     "SMALL",
+    "RateLimitWindow",
+    "RedisServerProcess",
     "SandboxServer",
     "SandboxStats",
     "TaskShape",
