@@ -62,6 +62,7 @@ _DETAIL_LIMIT = 200
 _SNIPPET_LIMIT = 120
 # Errors raised before a single byte of the request left: retrying them is always safe.
 _NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+_TIMEOUTS = (asyncio.TimeoutError, TimeoutError)  # one class from 3.11 on, two on 3.10
 
 Decode = Callable[[bytes], T]
 Recover = Callable[[], Awaitable[bytes | None]]
@@ -425,7 +426,14 @@ class _Call:
     async def attempt(self, number: int, deadline_at: float) -> RawResponse:
         """Make attempt ``number``; raise a ``SendAIError`` carrying this call's context."""
         transport = self.transport
-        remaining = await self._time_left(number, deadline_at)
+        limits = transport.limits
+        now = _retry._clock()
+        if limits.gate.wait(now) or limits.limiter is not None or limits.check is not None:
+            remaining = await self._time_left(number, deadline_at)
+        else:  # the common case, without a coroutine call: nothing to wait for
+            remaining = deadline_at - now
+            if remaining <= 0:
+                raise self._stamp(RequestTimeoutError("the call's deadline passed"), number - 1)
         if self.files is not None and number > 1 and not self.files.replayable:
             raise self._stamp(
                 TransportError("a non-seekable upload stream cannot be sent again"), number - 1
@@ -450,19 +458,14 @@ class _Call:
                 self.headers,
                 data,
             )
-        except SendAIError as exc:
-            error = exc
-        except RuntimeError:
-            if not session.closed:
-                raise
-            # aclose() ran while this attempt waited (in a hook, for a connection).
-            raise self._stamp(_closed_error(), number - 1) from None
-        except (asyncio.TimeoutError, TimeoutError) as exc:
-            error = RequestTimeoutError(f"no complete response within the timeout ({self.timeout})")
-            error.__cause__ = exc
-        except aiohttp.ClientError as exc:
-            error = transport.transport_error(exc)
-            sent = not isinstance(exc, _NOT_SENT)
+        except (
+            SendAIError,
+            RuntimeError,
+            asyncio.TimeoutError,
+            TimeoutError,
+            aiohttp.ClientError,
+        ) as exc:
+            error, sent = self._failure(exc, session, number)
         else:
             if 200 <= status < 300:
                 response = RawResponse(
@@ -481,6 +484,22 @@ class _Call:
         if sent and not self.idempotent and is_retryable(error, self.policy):
             return await self._settle_ambiguous(error, number)
         raise error
+
+    def _failure(
+        self, exc: BaseException, session: aiohttp.ClientSession, number: int
+    ) -> tuple[SendAIError, bool]:
+        """Map what an exchange raised to our error, and whether the request was sent."""
+        if isinstance(exc, SendAIError):
+            return exc, True
+        if isinstance(exc, aiohttp.ClientError):
+            return self.transport.transport_error(exc), not isinstance(exc, _NOT_SENT)
+        if isinstance(exc, _TIMEOUTS):
+            error = RequestTimeoutError(f"no complete response within the timeout ({self.timeout})")
+            error.__cause__ = exc
+            return error, True
+        if session.closed:  # aclose() ran while this attempt waited (in a hook, for a socket)
+            raise self._stamp(_closed_error(), number - 1) from None
+        raise exc
 
     async def _settle_ambiguous(self, error: SendAIError, number: int) -> RawResponse:
         """Decide a state-changing request whose fate is unknown: prove it, or give up."""
