@@ -8,6 +8,7 @@ the plugin imports nothing that a user's test environment may lack.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -19,14 +20,39 @@ from ._sandbox import SandboxServer
 _TEST_RETRY = RetryPolicy(backoff_base=0.001, backoff_max=0.01, max_retry_after=1.0)
 
 
-@pytest.fixture
-def sendai_sandbox() -> Iterator[SandboxServer]:
-    """Run a ``SandboxServer`` (100 small tasks, no faults) for one test.
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``sendai_sandbox`` marker."""
+    config.addinivalue_line(
+        "markers",
+        "sendai_sandbox(**options): SandboxServer arguments for this test's sendai_sandbox "
+        "(tasks, fault_rate, latency, seed, shape, ...)",
+    )
 
-    Change its behaviour in the test: ``sendai_sandbox.script(task_id, [503, 200])`` or
+
+@pytest.fixture
+def sendai_sandbox_options() -> dict[str, Any]:
+    """Return the ``SandboxServer`` arguments of ``sendai_sandbox``: 100 small tasks, no faults.
+
+    Override this fixture in a ``conftest.py`` to change every test's sandbox, or mark one
+    test with ``@pytest.mark.sendai_sandbox(tasks=500, fault_rate=0.05, latency=0.01)``.
+    """
+    return {"tasks": 100}
+
+
+@pytest.fixture
+def sendai_sandbox(
+    request: pytest.FixtureRequest, sendai_sandbox_options: dict[str, Any]
+) -> Iterator[SandboxServer]:
+    """Run a ``SandboxServer`` for one test, configured as above.
+
+    Change its behaviour in the test too: ``sendai_sandbox.script(task_id, [503, 200])`` or
     ``sendai_sandbox.fault_rate = 0.1``.
     """
-    with SandboxServer(tasks=100).in_thread() as sandbox:
+    options = dict(sendai_sandbox_options)
+    marker = request.node.get_closest_marker("sendai_sandbox")
+    if marker is not None:
+        options.update(marker.kwargs)
+    with SandboxServer(**options).in_thread() as sandbox:
         yield sandbox
 
 
