@@ -1,8 +1,9 @@
 """Test support for code that uses sendai_async: a local sandbox server and a pytest plugin.
 
-``SandboxServer`` speaks the Send AI API on 127.0.0.1 with deterministic synthetic tasks
-and faults on demand. The pytest plugin (installed with the package) provides the
-``sendai_sandbox`` and ``sendai_client`` fixtures, so your tests need no mocks::
+``SandboxServer`` speaks the Send AI API on 127.0.0.1 (every documented endpoint, with the
+documented state rules) over deterministic synthetic tasks, with faults on demand. The
+pytest plugin (installed with the package) provides the ``sendai_sandbox`` and
+``sendai_client`` fixtures, so your tests need no mocks::
 
     async def test_my_report(sendai_client, sendai_sandbox):
         task = await sendai_client.tasks.get(
@@ -12,6 +13,7 @@ and faults on demand. The pytest plugin (installed with the package) provides th
 
 from ._redis_server import RedisServerProcess
 from ._sandbox import FAULTS, SCRIPT_STEPS, SandboxServer, SandboxStats
+from ._state import SandboxFile, SandboxUpload
 from ._synthetic import LARGE, SMALL, TaskShape, synthetic_task
 from ._window import RateLimitWindow
 
@@ -22,8 +24,10 @@ __all__ = [
     "SMALL",
     "RateLimitWindow",
     "RedisServerProcess",
+    "SandboxFile",
     "SandboxServer",
     "SandboxStats",
+    "SandboxUpload",
     "TaskShape",
     "synthetic_task",
 ]
