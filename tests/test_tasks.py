@@ -8,6 +8,9 @@ a report is never sent twice after one.
 from __future__ import annotations
 
 import copy
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -28,6 +31,7 @@ from sendai_async import (
     TransportError,
     WaitTimeoutError,
 )
+from sendai_async.testing import SandboxServer
 
 from .conftest import (
     CANARY_KEY,
@@ -360,3 +364,88 @@ async def test_rate_limit_error_from_wait_when_gate_is_too_long(
             await sendai.tasks.wait("task_1", project_id="p", max_wait=30)
     assert isinstance(caught.value.__cause__, RateLimitError)
     assert caught.value.last is None
+
+
+# -- against the sandbox's state machine ------------------------------------------------
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    with SandboxServer(tasks=10, processing_delay=0.05).in_thread() as server:
+        yield server
+
+
+@pytest.fixture
+async def sandbox_client(sandbox: SandboxServer) -> AsyncIterator[SendAI]:
+    """A client on real time (the sandbox's processing delay is real), backing off briefly."""
+    policy = RetryPolicy(backoff_base=0.001, backoff_max=0.01)
+    async with SendAI(
+        sandbox.api_key, team_id=sandbox.team_id, base_url=sandbox.base_url, retry=policy
+    ) as sendai:
+        yield sendai
+
+
+def _reviewing_unapproved(sandbox: SandboxServer) -> str:
+    for task_id in sandbox.task_ids:
+        task = sandbox.task(task_id)
+        if task["status"] == "REVIEWING" and not task["approved"]:
+            return task_id
+    pytest.fail("the seed has no REVIEWING task")
+
+
+@pytest.mark.parametrize(
+    ("step", "posts"),
+    [
+        pytest.param("apply-reset", 1, id="applied-then-dropped"),
+        pytest.param("apply-500", 1, id="applied-then-500"),
+        pytest.param("reset", 2, id="dropped-before-applying"),
+    ],
+)
+async def test_sandbox_approve_after_a_lost_answer(
+    sandbox: SandboxServer, sandbox_client: SendAI, step: str, posts: int
+) -> None:
+    """The read-back decides: an applied action is not sent again, a lost one is."""
+    task_id = _reviewing_unapproved(sandbox)
+    sandbox.script(task_id, [step])
+    task = await sandbox_client.tasks.approve(task_id, project_id=sandbox.project_id)
+    assert task.approved is True
+    assert sandbox.task(task_id)["approved"] is True
+    assert sandbox.stats.by_route["POST approve"] == posts
+
+
+async def test_sandbox_refuses_an_action_in_the_wrong_state(
+    sandbox: SandboxServer, sandbox_client: SendAI
+) -> None:
+    task_id = _reviewing_unapproved(sandbox)
+    await sandbox_client.tasks.discard(task_id, project_id=sandbox.project_id)
+    with pytest.raises(ConflictError, match="DISCARDED"):
+        await sandbox_client.tasks.complete(task_id, project_id=sandbox.project_id)
+    assert sandbox.stats.by_route["POST complete"] == 1
+
+
+async def test_sandbox_upload_wait_complete_report(
+    sandbox: SandboxServer, sandbox_client: SendAI, tmp_path: Path
+) -> None:
+    """A user's loop: upload, wait for processing, complete, report; the server saw it all."""
+    path = tmp_path / "scan.pdf"
+    path.write_bytes(b"%PDF-1.7 scan")
+    upload = await sandbox_client.uploads.create(
+        [path, ("notes.txt", b"hello")], project_id=sandbox.project_id, meta={"k": "v"}
+    )
+    stored = sandbox.uploads[upload.id]
+    assert [(f.name, f.size) for f in stored.files] == [("scan.pdf", 13), ("notes.txt", 5)]
+    assert stored.files[0].sha256 == hashlib.sha256(b"%PDF-1.7 scan").hexdigest()
+    task_ids = stored.task_ids
+    project = sandbox.project_id
+    first = await sandbox_client.tasks.wait(task_ids[0], project_id=project, poll_interval=0.01)
+    assert first.status is TaskStatus.REVIEWING
+    completed = await sandbox_client.tasks.complete(task_ids[0], project_id=project)
+    assert completed.status is TaskStatus.PROCESSING
+    done = await sandbox_client.tasks.wait(
+        task_ids[0], project_id=project, until="COMPLETED", poll_interval=0.01
+    )
+    assert done.status is TaskStatus.COMPLETED
+    await sandbox_client.tasks.report(
+        task_ids[1], project_id=project, issues=[ReportIssue(label="total", value="wrong")]
+    )
+    assert sandbox.reports[task_ids[1]][0]["issues"] == [{"label": "total", "value": "wrong"}]

@@ -332,7 +332,7 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
         f"injects faults into {args.fault_rate:.0%} of responses",
         file=sys.stderr,
     )
-    summary, sandbox, out = await run_demo(
+    summary, sandbox, out, lifecycle = await run_demo(
         tasks=args.tasks,
         fault_rate=args.fault_rate,
         concurrency=args.concurrency,
@@ -345,11 +345,16 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
         print(line)
     print(f"faults    {sum(sandbox.stats.faults.values())} injected ({faults or 'none'})")
     print(f"output    {out}")
-    if summary.fetched == args.tasks and summary.failed == 0:
+    delivered = summary.fetched == args.tasks and summary.failed == 0
+    if delivered:
         print(f"OK: every one of the {args.tasks} tasks was delivered despite the faults.")
-        return EXIT_OK
-    print(f"INCOMPLETE: {summary.failed} tasks failed; see {out.with_name('errors.jsonl')}")
-    return EXIT_FAILED
+    else:
+        print(f"INCOMPLETE: {summary.failed} tasks failed; see {out.with_name('errors.jsonl')}")
+    print("\nthe whole loop: upload, wait, fetch, approve half, complete the rest")
+    for line in lifecycle.lines:
+        print(line)
+    print("OK: the loop went through." if lifecycle.ok else "INCOMPLETE: see above.")
+    return EXIT_OK if delivered and lifecycle.ok else EXIT_FAILED
 
 
 async def _cluster_demo(args: argparse.Namespace) -> int:

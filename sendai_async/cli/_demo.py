@@ -9,6 +9,7 @@ from .._client import SendAI
 from .._config import RetryPolicy
 from ..testing import SandboxServer
 from ._fetch import FetchSummary, fetch_to_files
+from ._lifecycle import LifecycleReport, run_lifecycle
 
 
 async def run_demo(
@@ -19,8 +20,11 @@ async def run_demo(
     seed: int,
     out_dir: Path | None,
     progress: bool,
-) -> tuple[FetchSummary, SandboxServer, Path]:
-    """Start a sandbox with faults, list its project, bulk-fetch every task listed."""
+) -> tuple[FetchSummary, SandboxServer, Path, LifecycleReport]:
+    """Start a sandbox with faults, list its project, bulk-fetch every task listed.
+
+    Then run a user's whole loop against the same sandbox: upload, wait, fetch, act.
+    """
     directory = out_dir or Path(tempfile.mkdtemp(prefix="sendai-demo-"))
     out = directory / "tasks.jsonl"
     out.unlink(missing_ok=True)  # the demo starts fresh each time; `fetch` is the resumable one
@@ -46,4 +50,5 @@ async def run_demo(
                 total=tasks,
                 progress=progress,
             )
-    return summary, sandbox, out
+            lifecycle = await run_lifecycle(client, sandbox)
+    return summary, sandbox, out, lifecycle
