@@ -338,3 +338,39 @@ def test_ctrl_c_prints_the_partial_summary_and_how_to_resume(
     assert "fetched" in err
     assert "run the same command again to resume" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.usefixtures("api_env")
+def test_task_commands_act_on_the_sandbox(
+    sandbox: SandboxServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """upload prints the upload; wait, approve and complete print the task as JSON."""
+    document = tmp_path / "invoice.pdf"
+    document.write_bytes(b"%PDF-1.7 invoice")
+    project = ["--project", sandbox.project_id]
+    assert main(["upload", str(document), *project, "--name", "n", "--meta", "k=v"]) == 0
+    upload = orjson.loads(capsys.readouterr().out)
+    (task_id,) = sandbox.uploads[upload["id"]].task_ids
+    assert sandbox.uploads[upload["id"]].meta == [{"name": "k", "value": "v"}]
+    assert main(["wait", task_id, *project, "--poll-interval", "0.05"]) == 0
+    assert orjson.loads(capsys.readouterr().out)["status"] == "REVIEWING"
+    assert main(["approve", task_id, *project]) == 0
+    assert orjson.loads(capsys.readouterr().out)["approved"] is True
+    assert main(["complete", task_id, *project]) == 0
+    assert orjson.loads(capsys.readouterr().out)["status"] == "PROCESSING"
+    with pytest.raises(SystemExit) as caught:  # already approved: the server refuses
+        main(["approve", task_id, *project])
+    assert caught.value.code == 1
+    assert "ConflictError" in capsys.readouterr().err
+
+
+def test_upload_meta_must_be_name_equals_value(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SENDAI_API_KEY", CANARY_KEY)
+    document = tmp_path / "a.pdf"
+    document.write_bytes(b"x")
+    with pytest.raises(SystemExit) as caught:
+        main(["upload", str(document), "--project", "p", "--team", "t", "--meta", "novalue"])
+    assert caught.value.code == 2
+    assert "NAME=VALUE" in capsys.readouterr().err
