@@ -8,9 +8,23 @@ the slots of a new instance directly (frozen attrs classes otherwise pay for
 ``object.__setattr__`` through a bound method per field) and calls nested hooks only for
 nested models.
 
-These hooks only say *that* a body is wrong, not where: on any failure the caller re-runs
-the converter's detailed-validation hooks, which name the field path. Valid bodies never pay
-for that.
+These hooks only say *that* a body is wrong, not where: they raise ``FastPathMiss`` and the
+caller re-runs the converter's detailed-validation hooks, which name the field path. Valid
+bodies never pay for that. ``FastPathMiss`` is the *only* exception that means "bad input":
+a missing required key (``KeyError``) and a leaf hook's ``TypeError`` / ``ValueError`` are
+turned into it where they can happen, with ``try`` blocks that cost nothing on 3.11+ when
+nothing is raised. Anything else (``NameError``, ``AttributeError``, ...) is a bug in this
+module and propagates instead of being hidden behind the slow path.
+
+A generated hook must decide exactly what ``attrs`` + cattrs would: same values, same
+defaults, same refusals (a property test holds the two paths to that). It bypasses
+``__init__``, so attrs features that run code there cannot be mirrored, and generating a
+hook for a class that uses them raises ``UnsupportedModelError`` at generation time (that is,
+at import of ``_convert``): validators, converters, ``Factory(takes_self=True)``,
+``init=False`` fields, ``__attrs_pre_init__`` / ``__attrs_post_init__``, non-slotted classes
+and slots that are not fields (e.g. ``cache_hash``). Failing loudly at import beats a fast
+path that silently skips a validator. A plain ``Factory(f)`` is supported: ``f()`` is called
+for a missing key, as ``__init__`` would.
 """
 
 from __future__ import annotations
@@ -37,6 +51,13 @@ _CHECKS = {
 
 class FastPathMiss(Exception):  # noqa: N818 -- a signal, not an error users see
     """The fast path met something it will not decide; the detailed path takes over."""
+
+
+class UnsupportedModelError(TypeError):
+    """A model uses an attrs feature a generated hook cannot mirror (see the module notes)."""
+
+
+_MISSING: Any = object()
 
 
 def _fail() -> typing.NoReturn:
@@ -73,18 +94,41 @@ class HookFactory:
         return hook
 
     def _generate(self, cls: type) -> Hook:
+        _check_supported(cls)
         hints = typing.get_type_hints(cls)
-        names: dict[str, Any] = {"__new": object.__new__, "__cls": cls, "__fail": _fail}
+        names: dict[str, Any] = {
+            "__new": object.__new__,
+            "__cls": cls,
+            "__fail": _fail,
+            "__missing": _MISSING,
+        }
         body = ["if type(o) is not dict: __fail()", "obj = __new(__cls)"]
         for field in attrs.fields(cls):
             name = field.name
-            names[f"__set_{name}"] = cls.__dict__[name].__set__
-            if field.default is not attrs.NOTHING:
-                names[f"__default_{name}"] = field.default
-                body.append(f"v = o.get({name!r}, __default_{name})")
+            names[f"__set_{name}"] = _slot(cls, name).__set__
+            convert = self._convert(hints[name], name, names)
+            if field.default is attrs.NOTHING:
+                # A missing key is bad input: the detailed path reports it.
+                body += ["try:", f"  v = o[{name!r}]", "except KeyError:", "  __fail()", *convert]
+            elif field.default is None and _optional_of(hints[name]) is not None:
+                # The common case, one lookup: a missing key gives None, which passes as is.
+                body += [f"v = o.get({name!r})", *convert]
             else:
-                body.append(f"v = o[{name!r}]")  # KeyError: the detailed path reports it
-            body.extend(self._convert(hints[name], name, names))
+                # A missing key takes the default, as __init__ would; only a given value is
+                # checked, so a default never has to pass the JSON checks (``()`` is no list).
+                if isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+                    names[f"__factory_{name}"] = field.default.factory
+                    default = f"__factory_{name}()"
+                else:
+                    names[f"__default_{name}"] = field.default
+                    default = f"__default_{name}"
+                body += [
+                    f"v = o.get({name!r}, __missing)",
+                    "if v is __missing:",
+                    f"  v = {default}",
+                ]
+                if convert:
+                    body += ["else:", *("  " + line for line in convert)]
             body.append(f"__set_{name}(obj, v)")
         body.append("return obj")
         # Everything the body uses is bound as a default argument: a local, not a global.
@@ -107,7 +151,6 @@ class HookFactory:
         if tp is Any:
             return []
         if tp == tuple[Point, Point, Point, Point]:
-            # Four points per region, often thousands per task: built inline, no calls.
             # Four points per region, often thousands per task: checked and built inline,
             # the eight coordinates' types in one C-level pass.
             names["__point_cls"] = Point
@@ -129,8 +172,62 @@ class HookFactory:
                 "if type(v) is not list: __fail()",
                 f"v = tuple(map(__item_{name}, v))",
             ]
+        # Leaf hooks (the converter's) say "bad input" with TypeError or ValueError, which
+        # is also what cattrs reports on the detailed path; nothing else is caught.
         names[f"__leaf_{name}"] = self._leaf_hook(tp)
-        return [f"v = __leaf_{name}(v, None)"]
+        return [
+            "try:",
+            f"  v = __leaf_{name}(v, None)",
+            "except (TypeError, ValueError):",
+            "  __fail()",
+        ]
+
+
+def _slot(cls: type, name: str) -> Any:
+    """Return the class attribute ``name`` (a slot descriptor), wherever in the MRO it is."""
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return vars(klass)[name]
+    return None
+
+
+def _check_supported(cls: type) -> None:
+    """Refuse a class whose ``__init__`` does more than store its arguments.
+
+    Raises:
+        UnsupportedModelError: ``cls`` uses an attrs feature the generated hook would skip.
+
+    """
+
+    def refuse(why: str) -> typing.NoReturn:
+        raise UnsupportedModelError(f"cannot generate a fast hook for {cls.__qualname__}: {why}")
+
+    if not attrs.has(cls):
+        refuse("not an attrs class")
+    for hook_name in ("__attrs_pre_init__", "__attrs_post_init__"):
+        if hasattr(cls, hook_name):
+            refuse(f"it defines {hook_name}, which the hook would not run")
+    fields = attrs.fields(cls)
+    for field in fields:
+        where = f"field {field.name!r}"
+        if field.validator is not None:
+            refuse(f"{where} has a validator")
+        if field.converter is not None:
+            refuse(f"{where} has a converter")
+        if not field.init:
+            refuse(f"{where} is init=False")
+        if isinstance(field.default, attrs.Factory) and field.default.takes_self:  # type: ignore[arg-type]
+            refuse(f"{where} has a Factory(takes_self=True)")
+        if not isinstance(_slot(cls, field.name), types.MemberDescriptorType):
+            refuse(f"{where} is not a slot (the class must be slotted)")
+    # Slots that are not fields (attrs' hash cache, say) would stay unset without __init__.
+    slots: set[str] = set()
+    for klass in cls.__mro__:
+        declared = vars(klass).get("__slots__", ())
+        slots.update((declared,) if isinstance(declared, str) else declared)
+    extra = slots - {field.name for field in fields} - {"__weakref__"}
+    if extra:
+        refuse(f"it has slots that are not fields: {sorted(extra)}")
 
 
 def point_hook() -> Hook:

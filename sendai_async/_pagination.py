@@ -7,20 +7,29 @@ cursor. ``TokenPagination`` (the default) follows Send AI's public query library
 pages). A cursor is whatever the strategy needs to ask for a page (a token, an offset, a
 page number); ``None`` always means the first page. Every page knows the cursor that
 produced it, which is what makes a failed walk resumable.
+
+The strategy owns the paging parameters. ``params=`` given to ``paginate`` may still name
+the page size (``limit=5``): a strategy that declares ``page_size_param`` and
+``with_page_size`` (the built-in ones do) is resized, so the walk and its end-of-listing
+test use that size. ``params=`` may never name the cursor parameter (a start cursor there
+would be overwritten from the second page on): that is ``resume_from=``'s job. A strategy
+that declares neither is checked page by page: a parameter both it and ``params=`` set is a
+``ConfigurationError`` rather than a silent override.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+import hashlib
+from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar, overload
 
 import attrs
 
 from ._convert import converter, loads, structure_task
-from ._errors import DecodeError, PaginationError, SendAIError
+from ._errors import ConfigurationError, DecodeError, PaginationError, SendAIError
 from ._http import Requester
 from ._models import Task
-from ._paths import listing_path
+from ._paths import listing_path, shown
 
 T = TypeVar("T")
 
@@ -28,7 +37,16 @@ _MAX_EMPTY_PAGES = 10
 
 
 class PageStrategy(Protocol):
-    """How one listing pages: the three questions a paginator asks."""
+    """How one listing pages: the three questions a paginator asks.
+
+    A strategy may also declare the query parameters it owns, so that ``paginate(...,
+    params=...)`` can honour a page size and refuse a cursor given there (the built-in
+    strategies do; all three are optional and looked up with ``getattr``):
+
+    * ``page_size_param: str``: the name of the page-size parameter (``"limit"``).
+    * ``with_page_size(size: int) -> PageStrategy``: the same strategy with that page size.
+    * ``cursor_param: str``: the name of the parameter that carries the cursor.
+    """
 
     def params(self, cursor: Any) -> dict[str, str]:
         """Return the query parameters that ask for the page at ``cursor`` (``None``: first)."""
@@ -71,6 +89,20 @@ class TokenPagination:
     more_field: str = "more"
     token_field: str = "paginationToken"  # noqa: S105 -- a field name, not a secret
 
+    @property
+    def page_size_param(self) -> str:
+        """The page-size parameter's name (``limit_param``)."""
+        return self.limit_param
+
+    @property
+    def cursor_param(self) -> str:
+        """The cursor parameter's name (``token_param``)."""
+        return self.token_param
+
+    def with_page_size(self, size: int) -> TokenPagination:
+        """Return this strategy asking for ``size`` items per page."""
+        return attrs.evolve(self, limit=size)
+
     def params(self, cursor: Any) -> dict[str, str]:
         """Ask for ``limit`` items after ``cursor``."""
         params = {self.limit_param: str(self.limit)}
@@ -109,6 +141,20 @@ class OffsetPagination:
     items_field: str = "payload"
     more_field: str = "more"
 
+    @property
+    def page_size_param(self) -> str:
+        """The page-size parameter's name (``limit_param``)."""
+        return self.limit_param
+
+    @property
+    def cursor_param(self) -> str:
+        """The cursor parameter's name (``offset_param``)."""
+        return self.offset_param
+
+    def with_page_size(self, size: int) -> OffsetPagination:
+        """Return this strategy asking for ``size`` items per page."""
+        return attrs.evolve(self, limit=size)
+
     def params(self, cursor: Any) -> dict[str, str]:
         """Ask for ``limit`` items from offset ``cursor`` (0 first)."""
         return {self.limit_param: str(self.limit), self.offset_param: str(cursor or 0)}
@@ -139,6 +185,20 @@ class PageNumberPagination:
     first_page: int = 1
     items_field: str = "payload"
     more_field: str = "more"
+
+    @property
+    def page_size_param(self) -> str:
+        """The page-size parameter's name (``per_page_param``)."""
+        return self.per_page_param
+
+    @property
+    def cursor_param(self) -> str:
+        """The cursor parameter's name (``page_param``)."""
+        return self.page_param
+
+    def with_page_size(self, size: int) -> PageNumberPagination:
+        """Return this strategy asking for ``size`` items per page."""
+        return attrs.evolve(self, per_page=size)
 
     def params(self, cursor: Any) -> dict[str, str]:
         """Ask for page ``cursor`` (``first_page`` first)."""
@@ -189,21 +249,22 @@ class AsyncPaginator(Generic[T]):
         requester: Requester,
         path: str,
         *,
-        params: Mapping[str, str] | None,
+        params: Mapping[str, Any] | None,
         item_type: type[T] | None,
         strategy: PageStrategy,
         resume_from: Any,
     ) -> None:
         self._requester = requester
         self._path = path
-        self._params = dict(params or {})
+        self._strategy, self._params = _take_paging_params(strategy, dict(params or {}))
         self._item_type = item_type
-        self._strategy = strategy
         self._start = resume_from
         self.pages_fetched = 0
+        # Fail at paginate() rather than mid-walk when the clash is already visible.
+        self._query(resume_from)
 
     def __repr__(self) -> str:
-        return f"<AsyncPaginator {self._path!r} strategy={type(self._strategy).__name__}>"
+        return f"<AsyncPaginator {shown(self._path)} strategy={type(self._strategy).__name__}>"
 
     async def first_page(self) -> ListingPage[T]:
         """Fetch and return the page at the starting cursor."""
@@ -213,24 +274,32 @@ class AsyncPaginator(Generic[T]):
         """Yield whole pages until the listing ends.
 
         Raises:
-            PaginationError: the server repeated a cursor or sent endless empty pages.
+            PaginationError: the server sent a cursor this walk had already followed (a
+                loop, however long) or endless empty pages.
 
         """
         cursor = self._start
+        seen = _SeenCursors(cursor)
         empty_run = 0
         while True:
             page = await self._fetch(cursor)
             yield page
-            if page.next_cursor is None:
+            next_cursor = page.next_cursor
+            if next_cursor is None:
                 return
-            if page.next_cursor == cursor:
-                raise self._broken(f"the server returned the cursor it was given ({cursor!r})")
+            if next_cursor == cursor:
+                raise self._broken(f"the server returned the cursor it was given ({shown(cursor)})")
+            if not seen.add(next_cursor):
+                raise self._broken(
+                    f"the server sent cursor {shown(next_cursor)}, which this walk already"
+                    " followed: the listing loops"
+                )
             empty_run = 0 if page.items else empty_run + 1
             if empty_run >= _MAX_EMPTY_PAGES:
                 raise self._broken(
                     f"{empty_run} empty pages in a row that all claim more; giving up"
                 )
-            cursor = page.next_cursor
+            cursor = next_cursor
 
     async def __aiter__(self) -> AsyncIterator[T]:
         """Yield every item of every page, in order."""
@@ -239,15 +308,54 @@ class AsyncPaginator(Generic[T]):
                 yield item
 
     async def ids(self, field: str = "id") -> AsyncIterator[str]:
-        """Yield each item's ID, to feed ``tasks.iter_many`` as the listing streams."""
-        async for item in self:
-            yield item[field] if isinstance(item, dict) else getattr(item, field)
+        """Yield each item's ID, to feed ``tasks.iter_many`` as the listing streams.
+
+        Raises:
+            DecodeError: an item has no string ``field``; the message names the item's
+                index and its page's cursor, and ``resume_from`` is that cursor.
+
+        """
+        async for page in self.pages():
+            for index, item in enumerate(page.items):
+                if isinstance(item, dict):
+                    value = item.get(field, _MISSING)
+                else:
+                    value = getattr(item, field, _MISSING)
+                if type(value) is not str:
+                    raise self._bad_id(page, index, field, value)
+                yield value
+
+    def _bad_id(self, page: ListingPage[T], index: int, field: str, value: Any) -> DecodeError:
+        problem = (
+            f"has no {shown(field)} field"
+            if value is _MISSING
+            else f"has a {type(value).__name__} as {shown(field)}, not a string"
+        )
+        items_field = getattr(self._strategy, "items_field", None)
+        error = DecodeError(
+            f"{shown(self._path)}: item {index} of the page at cursor {shown(page.cursor)} "
+            f"{problem}",
+            path=f"{items_field}[{index}].{field}" if isinstance(items_field, str) else None,
+        )
+        error.resume_from = page.cursor
+        return error
 
     def _broken(self, message: str) -> PaginationError:
-        return PaginationError(f"{self._path}: {message}")
+        return PaginationError(f"{shown(self._path)}: {message}")
+
+    def _query(self, cursor: Any) -> dict[str, Any]:
+        own = self._strategy.params(cursor)
+        clash = own.keys() & self._params.keys()
+        if clash:
+            name = type(self._strategy).__name__
+            raise ConfigurationError(
+                f"params sets {shown(sorted(clash))}, which {name} sets itself for every page;"
+                " configure paging on the strategy (to start part-way, pass resume_from=)"
+            )
+        return {**self._params, **own}
 
     async def _fetch(self, cursor: Any) -> ListingPage[T]:
-        query = {**self._params, **self._strategy.params(cursor)}
+        query = self._query(cursor)
         try:
             body = await self._requester.request(
                 "GET", self._path, params=query, decode=loads, idempotent=True
@@ -272,12 +380,107 @@ class AsyncPaginator(Generic[T]):
             raise DecodeError(f"item {index} is not a {self._item_type.__name__}: {exc}") from exc
 
 
+_MISSING: Any = object()
+
+
+def _take_paging_params(
+    strategy: PageStrategy, params: dict[str, Any]
+) -> tuple[PageStrategy, dict[str, Any]]:
+    """Move a page size given in ``params`` into the strategy; refuse a cursor given there.
+
+    Only strategies that declare ``page_size_param`` / ``with_page_size`` / ``cursor_param``
+    are handled here; for others, ``AsyncPaginator._query`` refuses any parameter that both
+    ``params`` and the strategy set.
+
+    Raises:
+        ConfigurationError: ``params`` names the cursor, or a page size that is not a
+            positive integer.
+
+    """
+    name = type(strategy).__name__
+    cursor_param = getattr(strategy, "cursor_param", None)
+    if isinstance(cursor_param, str) and cursor_param in params:
+        raise ConfigurationError(
+            f"params must not set {shown(cursor_param)}: {name} sets it from the cursor."
+            " To start part-way through the listing, pass the cursor as resume_from="
+            " (a failed walk's error.resume_from is one)"
+        )
+    size_param = getattr(strategy, "page_size_param", None)
+    resize = getattr(strategy, "with_page_size", None)
+    if isinstance(size_param, str) and callable(resize) and size_param in params:
+        params = dict(params)
+        size = _page_size(params.pop(size_param), size_param)
+        strategy = resize(size)
+    return strategy, params
+
+
+def _page_size(value: Any, name: str) -> int:
+    """Read a page size given in ``params`` (``5`` or ``"5"``).
+
+    Raises:
+        ConfigurationError: ``value`` is not a positive integer.
+
+    """
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        size = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        size = 0
+    if size < 1:
+        raise ConfigurationError(
+            f"params[{shown(name)}] is the page size and must be a positive integer,"
+            f" got {shown(value)}"
+        )
+    return size
+
+
+_DIGEST: Any = object()  # tags digest keys, so no cursor can equal one
+
+
+class _SeenCursors:
+    """Every cursor a walk has followed, to catch a listing that loops (a -> b -> a).
+
+    A set, so any repeat is caught before its page is fetched again, however long the loop.
+    It grows by one entry per page. A long string cursor (opaque tokens can run to
+    kilobytes) is kept as its 16-byte BLAKE2b digest, which bounds an entry to about 150
+    bytes: a million pages cost ~150 MB at worst, next to the items they streamed.
+    Unhashable cursors (a custom strategy's dicts, say) are kept in a list and compared
+    with ``==``.
+    """
+
+    __slots__ = ("_hashable", "_unhashable")
+
+    _DIGEST_OVER = 64
+
+    def __init__(self, first: Any) -> None:
+        self._hashable: set[Hashable] = set()
+        self._unhashable: list[Any] = []
+        self.add(first)
+
+    def add(self, cursor: Any) -> bool:
+        """Remember ``cursor``; return ``False`` if it was already seen."""
+        key: Hashable = cursor
+        if isinstance(cursor, str) and len(cursor) > self._DIGEST_OVER:
+            data = cursor.encode(errors="surrogatepass")
+            key = (_DIGEST, hashlib.blake2b(data, digest_size=16).digest())
+        try:
+            if key in self._hashable:
+                return False
+            self._hashable.add(key)
+        except TypeError:  # unhashable (isinstance(x, Hashable) misses a tuple holding a list)
+            if cursor in self._unhashable:
+                return False
+            self._unhashable.append(cursor)
+        return True
+
+
 @overload
 def make_paginator(
     requester: Requester,
     path: str,
     *,
-    params: Mapping[str, str] | None,
+    params: Mapping[str, Any] | None,
     item_type: None,
     strategy: PageStrategy | None,
     team_id: str | None,
@@ -288,7 +491,7 @@ def make_paginator(
     requester: Requester,
     path: str,
     *,
-    params: Mapping[str, str] | None,
+    params: Mapping[str, Any] | None,
     item_type: type[T],
     strategy: PageStrategy | None,
     team_id: str | None,
@@ -298,7 +501,7 @@ def make_paginator(
     requester: Requester,
     path: str,
     *,
-    params: Mapping[str, str] | None,
+    params: Mapping[str, Any] | None,
     item_type: type[Any] | None,
     strategy: PageStrategy | None,
     team_id: str | None,

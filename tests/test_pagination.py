@@ -23,7 +23,7 @@ from sendai_async import (
 )
 from sendai_async.testing import SandboxServer
 
-from .conftest import CANARY_KEY, ScriptedServer
+from .conftest import CANARY_KEY, ScriptedServer, json_response
 
 
 def _listing(total: int, style: str, *, fail_on: int | None = None) -> Any:
@@ -207,3 +207,243 @@ async def test_listing_streams_into_iter_many_in_bounded_memory(sandbox: Sandbox
     assert listing.pages_fetched == 100
     # IDs pulled but not yet reported: the workers' in-flight ones plus the bounded result queue.
     assert max_ahead <= 2 * concurrency + 1
+
+
+# --- Loops of any length ---------------------------------------------------------------------
+
+
+def _token_chain(chain: dict[str | None, str | None]) -> Any:
+    """A token listing whose page at token ``t`` leads to ``chain[t]`` (``None``: the end)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        token = request.query.get("token")
+        following = chain[token]
+        return web.json_response(
+            {
+                "payload": [{"id": f"at_{token}"}],
+                "more": following is not None,
+                "paginationToken": following,
+            }
+        )
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("chain", "pages"),
+    [
+        pytest.param({None: "a", "a": "b", "b": "a"}, 3, id="a-b-a"),
+        pytest.param({None: "a", "a": "b", "b": "c", "c": "a"}, 4, id="a-b-c-a"),
+        pytest.param({None: "a", "a": "b", "b": "c", "c": "b"}, 4, id="tail-then-b-c-b"),
+    ],
+)
+async def test_a_cursor_loop_of_any_length_is_detected(
+    client: SendAI, server: ScriptedServer, chain: dict[str | None, str | None], pages: int
+) -> None:
+    """A cursor the walk already followed ends it with PaginationError before refetching."""
+    server.play(_token_chain(chain))
+    seen: list[str] = []
+
+    async def walk() -> None:
+        async for item in client.paginate("items"):
+            seen.append(item["id"])  # noqa: PERF401 -- must keep what came before the error
+
+    with pytest.raises(PaginationError, match="already followed"):
+        await walk()
+    assert len(server.requests) == pages
+    assert len(seen) == pages  # each page was yielded once, none twice
+
+
+async def test_a_loop_back_to_the_resume_cursor_is_detected(
+    client: SendAI, server: ScriptedServer
+) -> None:
+    server.play(_token_chain({"a": "b", "b": "a"}))
+    with pytest.raises(PaginationError, match="already followed"):
+        _ = [item async for item in client.paginate("items", resume_from="a")]
+    assert len(server.requests) == 2
+
+
+async def test_long_cursors_are_told_apart_and_shortened_in_messages(
+    client: SendAI, server: ScriptedServer
+) -> None:
+    """Kilobyte tokens differing only at the end are distinct; a repeated one is shown cut."""
+    a, b, c = ("t" * 5000 + suffix for suffix in "abc")
+    server.play(_token_chain({None: a, a: b, b: c, c: b}))
+    with pytest.raises(PaginationError) as caught:
+        _ = [item async for item in client.paginate("items")]
+    assert len(server.requests) == 4
+    assert len(str(caught.value)) < 400
+
+
+# --- IDs of items ------------------------------------------------------------------------------
+
+
+def _pages_of(*pages: list[dict[str, Any]]) -> Any:
+    """A token listing serving the given pages; page n+1's token is ``p{n+1}``."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        number = int(request.query.get("token", "p0")[1:])
+        last = number == len(pages) - 1
+        return web.json_response(
+            {
+                "payload": pages[number],
+                "more": not last,
+                "paginationToken": None if last else f"p{number + 1}",
+            }
+        )
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("bad_item", "problem"),
+    [
+        pytest.param({"name": "no id"}, "has no 'id' field", id="missing"),
+        pytest.param({"id": None}, "NoneType as 'id'", id="null"),
+        pytest.param({"id": 7}, "int as 'id'", id="number"),
+        pytest.param("task_9", "has no 'id' field", id="not-an-object"),
+    ],
+)
+async def test_an_item_without_an_id_is_a_decode_error_naming_item_and_page(
+    client: SendAI, server: ScriptedServer, bad_item: Any, problem: str
+) -> None:
+    server.play(_pages_of([{"id": "t1"}, {"id": "t2"}], [{"id": "t3"}, bad_item]))
+    got: list[str] = []
+
+    async def walk() -> None:
+        async for task_id in client.paginate("items").ids():
+            got.append(task_id)  # noqa: PERF401 -- must keep what came before the error
+
+    with pytest.raises(DecodeError) as caught:
+        await walk()
+    assert got == ["t1", "t2", "t3"]
+    assert problem in str(caught.value)
+    assert "item 1 of the page at cursor 'p1'" in str(caught.value)
+    assert caught.value.resume_from == "p1"
+    assert caught.value.path == "payload[1].id"
+
+
+async def test_an_item_without_an_id_stops_iter_many_with_a_decode_error(
+    client: SendAI, server: ScriptedServer
+) -> None:
+    """iter_many fed by ids() fails with the typed error, not a KeyError."""
+    listing = _pages_of([{"id": "task_1"}, {"oops": True}])
+    task = json_response()
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        return await (listing if request.path.endswith("/items") else task)(request)
+
+    server.play(route)
+    with pytest.raises(DecodeError, match="item 1 of the page at cursor None") as caught:
+        async for _result in client.tasks.iter_many(
+            client.paginate("items").ids(), project_id="proj_1"
+        ):
+            pass
+    assert caught.value.resume_from is None
+
+
+# --- params= and the strategy's own parameters -------------------------------------------------
+
+
+@pytest.mark.parametrize(("style", "strategy"), STRATEGIES)
+@pytest.mark.parametrize("size", [5, "5"])
+async def test_a_page_size_in_params_sets_the_page_size(
+    client: SendAI, server: ScriptedServer, style: str, strategy: PageStrategy, size: int | str
+) -> None:
+    """params={"limit": 5} asks for pages of 5 and ends the walk by that size, not 50 or 3."""
+    handler = _listing(12, style)
+    server.play(handler)
+    size_param = "per_page" if style == "page" else "limit"
+    params = {size_param: size, "q": "x"}  # an int works too, though the type says str
+    listing = client.paginate("items", strategy=strategy, params=params)  # type: ignore[arg-type]
+    items = [item["n"] async for item in listing]
+    assert items == list(range(12))
+    assert [call[size_param] for call in handler.calls] == ["5", "5", "5"]
+    assert all(call["q"] == "x" for call in handler.calls)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "cursor_param"),
+    [
+        pytest.param(TokenPagination(), "token", id="token"),
+        pytest.param(TokenPagination(token_param="after"), "after", id="token-renamed"),
+        pytest.param(OffsetPagination(), "offset", id="offset"),
+        pytest.param(PageNumberPagination(), "page", id="page-number"),
+    ],
+)
+def test_a_cursor_in_params_points_at_resume_from(
+    strategy: PageStrategy, cursor_param: str
+) -> None:
+    sendai = SendAI(CANARY_KEY, team_id="t")
+    with pytest.raises(ConfigurationError, match="resume_from=") as caught:
+        sendai.paginate("items", strategy=strategy, params={cursor_param: "2"})
+    assert repr(cursor_param) in str(caught.value)
+
+
+@pytest.mark.parametrize("size", ["0", "-1", "five", "", True, 0, "\uff15"])
+def test_a_bad_page_size_in_params_is_refused(size: Any) -> None:
+    sendai = SendAI(CANARY_KEY, team_id="t")
+    with pytest.raises(ConfigurationError, match="positive integer"):
+        sendai.paginate("items", params={"limit": size})
+
+
+def test_a_huge_page_size_value_is_shown_shortened() -> None:
+    sendai = SendAI(CANARY_KEY, team_id="t")
+    with pytest.raises(ConfigurationError) as caught:
+        sendai.paginate("items", params={"limit": "x" * 10_000})
+    assert len(str(caught.value)) < 300
+
+
+class _AfterPaging:
+    """A user strategy with only the three protocol methods: ``?size=2&after=<last id>``."""
+
+    def params(self, cursor: Any) -> dict[str, str]:
+        return {"size": "2"} if cursor is None else {"size": "2", "after": str(cursor)}
+
+    def items(self, body: Any) -> list[Any]:
+        return list(body["data"])
+
+    def next_cursor(self, body: Any, cursor: Any, item_count: int) -> Any:
+        return body["data"][-1]["id"] if body["hasMore"] else None
+
+
+def _after_listing(total: int) -> Any:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        size = int(request.query["size"])
+        start = int(request.query.get("after", "-1")) + 1
+        ids = list(range(start, min(start + size, total)))
+        return web.json_response(
+            {"data": [{"id": str(i)} for i in ids], "hasMore": bool(ids) and ids[-1] + 1 < total}
+        )
+
+    return handler
+
+
+async def test_a_user_strategy_with_three_methods_still_works(
+    client: SendAI, server: ScriptedServer
+) -> None:
+    server.play(_after_listing(5))
+    listing = client.paginate("items", strategy=_AfterPaging(), params={"q": "x"})
+    assert [task_id async for task_id in listing.ids()] == ["0", "1", "2", "3", "4"]
+    assert all(request.query["q"] == "x" for request in server.requests)
+
+
+@pytest.mark.parametrize(
+    "param",
+    [
+        pytest.param("size", id="set-on-every-page"),
+        pytest.param("after", id="set-from-the-second-page"),
+    ],
+)
+async def test_a_user_strategy_param_also_in_params_is_refused(
+    client: SendAI, server: ScriptedServer, param: str
+) -> None:
+    """Without declared roles, a parameter both sides set is an error, not a silent override."""
+    server.play(_after_listing(5))
+
+    async def walk() -> None:
+        listing = client.paginate("items", strategy=_AfterPaging(), params={param: "0"})
+        _ = [item async for item in listing]
+
+    with pytest.raises(ConfigurationError, match=repr(param)):
+        await walk()
