@@ -138,10 +138,19 @@ async def test_plugin_fixtures_give_a_ready_client(
     assert sendai_sandbox.stats.statuses[500] == 1
 
 
-def test_plugin_fixtures_work_in_sync_tests(sendai_sandbox: SandboxServer) -> None:
+def test_plugin_fixtures_work_in_sync_tests(
+    sendai_sandbox: SandboxServer, sendai_client: SendAI
+) -> None:
+    """A plain (sync) test gets a running sandbox and a client that reaches it."""
     assert sendai_sandbox.base_url.startswith("http://127.0.0.1:")
+    sendai_sandbox.script(sendai_sandbox.task_ids[1], [500] * 5)
     with pytest.raises(ServerError):
-        raise ServerError("x", status_code=500)
+        asyncio.run(
+            sendai_client.tasks.get(
+                sendai_sandbox.task_ids[1], project_id=sendai_sandbox.project_id
+            )
+        )
+    assert sendai_sandbox.stats.statuses[500] == 3  # the client's retries, then the error
 
 
 # -- the state machine, spoken to over plain HTTP --------------------------------------
