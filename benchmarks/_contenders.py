@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import aiohttp
 import orjson
 
-from sendai_async import RetryPolicy, SendAI
+from sendai_async import RetryPolicy, SendAI, bulk_gc
 
 PROJECT = "proj_bench"
 TEAM = "team_bench"
@@ -75,6 +75,12 @@ async def typed(base: str, ids: list[str], concurrency: int) -> int:
     return await _sdk(base, ids, concurrency, raw_payloads=False)
 
 
+async def typed_gc(base: str, ids: list[str], concurrency: int) -> int:
+    """``iter_many`` inside ``bulk_gc()``: the collector's young generation run less often."""
+    with bulk_gc():
+        return await _sdk(base, ids, concurrency, raw_payloads=False)
+
+
 async def raw(base: str, ids: list[str], concurrency: int) -> int:
     """sendai_async ``iter_many_raw``: the CLI ``fetch`` path (payloads as received)."""
     return await _sdk(base, ids, concurrency, raw_payloads=True)
@@ -104,7 +110,12 @@ async def peer(base: str, ids: list[str], concurrency: int) -> int:
 
 def available() -> dict[str, Contender]:
     """The contenders whose dependencies are installed (the peer needs the bench extra)."""
-    found: dict[str, Contender] = {"floor": floor, "typed": typed, "raw": raw}
+    found: dict[str, Contender] = {
+        "floor": floor,
+        "typed": typed,
+        "typed+gc": typed_gc,
+        "raw": raw,
+    }
     try:
         import httpx  # noqa: F401
         import pydantic  # noqa: F401

@@ -170,20 +170,22 @@ def import_time(repeats: int) -> dict[str, float]:
 def report(results: dict[str, Any]) -> str:
     """Render the results as markdown."""
     out = [f"Machine: {results['machine']}", ""]
-    names = [n for n in ("floor", "typed", "raw", "peer") if f"{n}_rate" in results["bulk"][0]]
+    contenders = ("floor", "typed", "typed+gc", "raw", "peer")
+    names = [n for n in contenders if f"{n}_rate" in results["bulk"][0]]
     out.append(
         "| scenario | "
         + " | ".join(f"{n} tasks/s" for n in names)
-        + " | typed × floor | raw × floor | floor × peer |"
+        + " | typed × floor | typed+gc × floor | raw × floor | floor × peer |"
     )
-    out.append("|---|" + "---:|" * (len(names) + 3))
+    out.append("|---|" + "---:|" * (len(names) + 4))
     for row in results["bulk"]:
         cells = [f"{row[f'{n}_rate']:.0f}" for n in names]
         peer = f"{1 / row['peer_x_floor']:.1f}" if "peer_x_floor" in row else "n/a"
         out.append(
             f"| {row['name']} | "
             + " | ".join(cells)
-            + f" | {row['typed_x_floor']:.2f} | {row['raw_x_floor']:.2f} | {peer} |"
+            + f" | {row['typed_x_floor']:.2f} | {row['typed+gc_x_floor']:.2f}"
+            + f" | {row['raw_x_floor']:.2f} | {peer} |"
         )
     latency_rows = [r for r in results["bulk"] if r["latency_ms"]]
     if latency_rows:

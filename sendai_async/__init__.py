@@ -27,6 +27,7 @@ from ._errors import (
     UnprocessableEntityError,
     WaitTimeoutError,
 )
+from ._gc import bulk_gc
 from ._hooks import CoordinationEvent, Hooks, RequestEvent, ResponseEvent, RetryEvent
 from ._models import (
     Annotation,
@@ -119,4 +120,5 @@ __all__ = [
     "Uploads",
     "WaitTimeoutError",
     "__version__",
+    "bulk_gc",
 ]

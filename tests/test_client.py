@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from sendai_async import (
     RetryPolicy,
     SendAI,
     Timeout,
+    bulk_gc,
 )
 from sendai_async.testing import SandboxServer
 
@@ -129,3 +131,14 @@ async def test_map_runs_any_call_per_id(sleeps: list[float]) -> None:
     assert by_key["task_000001"].value is not None
     assert by_key["task_000001"].value["id"] == "task_000001"
     assert isinstance(by_key["task_missing"].error, NotFoundError)
+
+
+def test_bulk_gc_raises_the_young_threshold_and_restores_it() -> None:
+    """Inside (even nested) the young generation is collected rarely; after, as before."""
+    before = gc.get_threshold()
+    with bulk_gc():
+        assert gc.get_threshold()[0] >= 100_000
+        with bulk_gc(young_threshold=5):  # nested: the outer setting stays
+            assert gc.get_threshold()[0] >= 100_000
+        assert gc.get_threshold()[0] >= 100_000
+    assert gc.get_threshold() == before

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 from collections.abc import Coroutine, Iterator
@@ -21,6 +22,7 @@ from .._client import SendAI
 from .._config import ENV_API_KEY
 from .._convert import upload_to_dict
 from .._errors import ConfigurationError, SendAIError
+from .._gc import bulk_gc
 from .._models import TaskStatus
 
 T = TypeVar("T")
@@ -544,10 +546,15 @@ def _fail(message: str, code: int) -> NoReturn:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return its exit status."""
     args = _parser().parse_args(argv)
+    # The command line owns its process: the startup heap is never garbage (freeze it out
+    # of every collection), and bulk commands build objects faster than the default
+    # collector thresholds suit (see _gc.py).
+    gc.freeze()
     try:
-        outcome = args.handler(args)
-        # Most commands are coroutines; `worker` blocks in Celery's own loop.
-        code: int = outcome if isinstance(outcome, int) else _run(outcome, args.loop)
+        with bulk_gc():
+            outcome = args.handler(args)
+            # Most commands are coroutines; `worker` blocks in Celery's own loop.
+            code: int = outcome if isinstance(outcome, int) else _run(outcome, args.loop)
     except (UsageError, ConfigurationError) as exc:
         _fail(str(exc), EXIT_USAGE)
     except SendAIError as exc:

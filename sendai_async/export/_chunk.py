@@ -26,6 +26,7 @@ from .._client import SendAI
 from .._config import RetryPolicy
 from .._coordination import RateLimit
 from .._errors import SendAIError
+from .._gc import bulk_gc
 from .._redis import RedisCoordinator
 from ..cli._output import error_record
 
@@ -79,9 +80,10 @@ def run_chunk(message: dict[str, Any], *, broker: str | None = None) -> dict[str
     started = time.monotonic()
     requests, retries = client.requests, client.retries
     with tmp_tasks.open("wb") as tasks_file, tmp_errors.open("wb") as errors_file:
-        fetched, failed = _event_loop().run_until_complete(
-            _fetch(client, chunk, tasks_file, errors_file)
-        )
+        with bulk_gc():  # the worker process is ours: see _gc.py
+            fetched, failed = _event_loop().run_until_complete(
+                _fetch(client, chunk, tasks_file, errors_file)
+            )
         for stream in (tasks_file, errors_file):
             stream.flush()
             os.fsync(stream.fileno())
