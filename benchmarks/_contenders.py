@@ -109,7 +109,7 @@ async def peer(base: str, ids: list[str], concurrency: int) -> int:
 
 
 def available() -> dict[str, Contender]:
-    """The contenders whose dependencies are installed (the peer needs the bench extra)."""
+    """The contenders whose dependencies are installed (the peer needs the bench group)."""
     found: dict[str, Contender] = {
         "floor": floor,
         "typed": typed,

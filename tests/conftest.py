@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -212,6 +213,10 @@ def no_canary_in_logs() -> Iterator[None]:
     assert not watch.leaks, f"API key leaked into logs: {watch.leaks[:1]}"
 
 
+# aiohttp < 3.14 (the oldest supported is 3.11) has no such argument.
+_TAKES_STREAM_WRITER = "stream_writer" in inspect.signature(ClientResponse.__init__).parameters
+
+
 class _CompatResponse(ClientResponse):
     """aioresponses 0.7.9 predates aiohttp 3.14's required ``stream_writer`` argument.
 
@@ -219,7 +224,8 @@ class _CompatResponse(ClientResponse):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
+        if _TAKES_STREAM_WRITER:
+            kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
         super().__init__(*args, **kwargs)
 
 
