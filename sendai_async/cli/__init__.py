@@ -548,8 +548,16 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # The command line owns its process: the startup heap is never garbage (freeze it out
     # of every collection), and bulk commands build objects faster than the default
-    # collector thresholds suit (see _gc.py).
+    # collector thresholds suit (see _gc.py). Both are undone on return, for callers that
+    # run main() inside a longer-lived process (tests, scripts).
     gc.freeze()
+    try:
+        return _main(args)
+    finally:
+        gc.unfreeze()
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         with bulk_gc():
             outcome = args.handler(args)
