@@ -14,7 +14,7 @@ using the same Redis and team. The request path calls only ``Limits``:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import attrs
@@ -114,13 +114,17 @@ class Limits:
     """What one client's requests consult: gate, budget (or none) and limiter (or none).
 
     ``check``, when set, runs before every attempt and raises to refuse it (a shared
-    backend that is down and configured to fail calls).
+    backend that is down and configured to fail calls). ``ready``, when set, is awaited
+    before every attempt: a shared gate uses it to read the fleet's gate once per event
+    loop before the first request, so a process joining during a 429 window does not send
+    a first wave into it.
     """
 
     gate: Gate
     budget: Budget | None
     limiter: Limiter | None
     check: Callable[[], None] | None = None
+    ready: Callable[[], Awaitable[None]] | None = None
 
     async def admit(self) -> float:
         """Book a send slot under the rate limit; return seconds to wait (0 without one)."""

@@ -390,6 +390,9 @@ class _Call:
 
     async def _time_left(self, number: int, deadline_at: float) -> float:
         """Wait at the 429 gate if this call accepts to; return what is left of its deadline."""
+        ready = self.transport.limits.ready
+        if ready is not None:  # a shared gate's first sync in this loop: learn it first
+            await ready()
         now = _retry._clock()
         hold = self.transport.gate.wait(now)
         if hold > 0:  # a 429 elsewhere in this client asked everyone to wait

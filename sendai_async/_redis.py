@@ -24,6 +24,7 @@ the HTTP sessions (after ``os.fork()`` the child opens its own).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import random
@@ -181,6 +182,7 @@ class RedisCoordinator:
             budget=scope.budget,
             limiter=scope.limiter,
             check=scope.check,
+            ready=scope.ready,
         )
 
 
@@ -197,10 +199,11 @@ def _safe_url(url: object) -> str:
 class _LoopState:
     """A scope's Redis connection and background tasks in one event loop."""
 
-    __slots__ = ("client", "closer", "listener", "tasks")
+    __slots__ = ("client", "closer", "listener", "synced", "tasks")
 
     def __init__(self, client: Redis) -> None:
         self.client = client
+        self.synced = asyncio.Event()  # set once the listener has read the fleet's gate
         self.listener: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closer: AsyncGenerator[None, None] | None = None
@@ -280,6 +283,14 @@ class _Scope:
 
     # -- availability -----------------------------------------------------------------
 
+    async def ready(self) -> None:
+        """Wait (once per loop, bounded) until the listener has read the fleet's gate."""
+        synced = self.state().synced
+        if not synced.is_set():
+            # Redis slow to answer: go on with the local gate; the listener catches up.
+            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                await asyncio.wait_for(synced.wait(), self.coordinator.operation_timeout)
+
     def check(self) -> None:
         """Fail the call when Redis is down and the coordinator says ``raise``."""
         if self.coordinator.on_unavailable == "raise":
@@ -328,6 +339,7 @@ class _Scope:
                 # Learn a gate closed before we subscribed (or while we were away).
                 remaining = await state.client.eval(_GATE_GET, 1, self.gate_key)
                 self.gate.learn(float(remaining) / 1000)
+                state.synced.set()
                 await self.restored()
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
@@ -336,6 +348,7 @@ class _Scope:
             except asyncio.CancelledError:
                 raise
             except _redis_down() as exc:
+                state.synced.set()  # do not hold requests back for an unreachable Redis
                 await self.lost(exc)
                 await asyncio.sleep(self.coordinator.reconnect_interval)
             finally:

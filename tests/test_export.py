@@ -161,8 +161,13 @@ def test_a_killed_worker_loses_nothing_and_the_fleet_honours_one_429_window(
     assert window is not None
     assert window.first_429 is not None
     assert window.end is not None
-    late = [t for t in sandbox.stats.arrivals if window.first_429 + 0.05 < t < window.end]
-    assert late == [], f"{len(late)} requests inside the 429 window"
+    # 50 ms for the gate to reach every process, plus 100 ms for how late this in-process
+    # sandbox stamps an arrival (when its handler starts) while four worker processes, the
+    # driver and coverage's tracing share two cores. Without the shared gate requests keep
+    # arriving for the whole 3 s window.
+    late = [t for t in sandbox.stats.arrivals if window.first_429 + 0.15 < t < window.end]
+    offsets = [round(t - window.first_429, 3) for t in late]
+    assert late == [], f"{len(late)} requests inside the 429 window, at +{offsets} s"
     assert workers.processes[0].returncode is not None  # the kill happened
     manifest = orjson.loads((out / "manifest.json").read_bytes())
     assert manifest["state"] == "complete"
