@@ -126,6 +126,11 @@ class Limits:
     check: Callable[[], None] | None = None
     ready: Callable[[], Awaitable[None]] | None = None
 
+    @property
+    def slow_path(self) -> bool:
+        """Whether every attempt must go through the waits (a limiter, a check or a sync)."""
+        return self.limiter is not None or self.check is not None or self.ready is not None
+
     async def admit(self) -> float:
         """Book a send slot under the rate limit; return seconds to wait (0 without one)."""
         if self.limiter is None:

@@ -431,7 +431,7 @@ class _Call:
         transport = self.transport
         limits = transport.limits
         now = _retry._clock()
-        if limits.gate.wait(now) or limits.limiter is not None or limits.check is not None:
+        if limits.slow_path or limits.gate.wait(now):
             remaining = await self._time_left(number, deadline_at)
         else:  # the common case, without a coroutine call: nothing to wait for
             remaining = deadline_at - now
