@@ -8,6 +8,7 @@ most ``concurrency`` requests are ever in flight, whatever the number of IDs.
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -166,6 +167,76 @@ def map_result(_index: int, key: str, value: T | None, error: SendAIError | None
     return MapResult(key=key, value=value, error=error)
 
 
+class _Outbox(Generic[T]):
+    """Finished results on their way to the consumer: a bounded FIFO with one reader.
+
+    ``asyncio.Queue`` would do, but it is built for many readers and writers and costs a
+    few microseconds per item in bookkeeping (an event, unfinished-task counts, a coroutine
+    per ``get``); a bulk fetch moves every item through here. One consumer parks on a
+    single future while the outbox is empty; workers put without waiting until ``limit``
+    items are pending, then wait for room (the backpressure that keeps memory bounded
+    when the consumer is slow).
+    """
+
+    __slots__ = ("_consumer", "_items", "_limit", "_loop", "_putters")
+
+    def __init__(self, limit: int) -> None:
+        self._items: collections.deque[T] = collections.deque()
+        self._limit = limit
+        self._loop = asyncio.get_running_loop()
+        self._consumer: asyncio.Future[None] | None = None
+        self._putters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def put(self, item: T) -> None:
+        """Add ``item``, waiting for room while ``limit`` items are already pending."""
+        while len(self._items) >= self._limit:
+            room = self._loop.create_future()
+            self._putters.append(room)
+            try:
+                await room
+            except BaseException:
+                # Cancelled while (or just after) being woken: pass the turn on.
+                if room in self._putters:
+                    self._putters.remove(room)
+                elif len(self._items) < self._limit:
+                    self._wake_putter()
+                raise
+        self.put_nowait(item)
+
+    def put_nowait(self, item: T) -> None:
+        """Add ``item`` whatever the limit (for the few items that must never wait)."""
+        self._items.append(item)
+        consumer = self._consumer
+        if consumer is not None and not consumer.done():
+            consumer.set_result(None)
+
+    def get_nowait(self) -> T:
+        """Take the oldest item (the caller checked that there is one)."""
+        item = self._items.popleft()
+        if self._putters:
+            self._wake_putter()
+        return item
+
+    async def wait(self) -> None:
+        """Return once an item is pending."""
+        while not self._items:
+            self._consumer = self._loop.create_future()
+            try:
+                await self._consumer
+            finally:
+                self._consumer = None
+
+    def _wake_putter(self) -> None:
+        while self._putters:
+            room = self._putters.popleft()
+            if not room.done():
+                room.set_result(None)
+                return
+
+
 class _Pool(Generic[T]):
     """The shared state of one ``run_pool`` call: the ID source, the workers, the output."""
 
@@ -194,7 +265,8 @@ class _Pool(Generic[T]):
         self.done = 0
         self.failed = 0
         self.on_progress = on_progress
-        self.out: asyncio.Queue[PoolItem[T] | _Done | _Fatal] = asyncio.Queue(maxsize=concurrency)
+        self.out: _Outbox[PoolItem[T] | _Done | _Fatal] = _Outbox(concurrency)
+        self.out_limit = concurrency
         self.running = concurrency
         self.stopping = False
         self.workers = [asyncio.create_task(self.work()) for _ in range(concurrency)]
@@ -237,32 +309,36 @@ class _Pool(Generic[T]):
 
     async def work(self) -> None:
         """Fetch IDs until the source is exhausted or the pool stops."""
+        sync_source = self.sync_source
         try:
-            while (item := await self.next_id()) is not None:
+            # A plain iterator is pulled without a coroutine per ID (see next_id).
+            while (
+                item := self._take(sync_source) if sync_source is not None else await self.next_id()
+            ) is not None:
                 index, task_id = item
                 value: T | None = None
                 error: SendAIError | None = None
                 try:
                     value = await self.fetch(task_id)
                 except FATAL_ERRORS as exc:
-                    await self.stop_with(exc)
+                    self.stop_with(exc)
                     return
                 except SendAIError as exc:
                     error = exc
                 self.count(error)
                 result = (index, task_id, value, error)
-                if self.out.full():  # the consumer is behind: wait for room (backpressure)
-                    await self.out.put(result)
-                else:
+                if len(self.out) < self.out_limit:
                     self.out.put_nowait(result)
+                else:  # the consumer is behind: wait for room (backpressure)
+                    await self.out.put(result)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 -- the ID source failed: surface it
-            await self.stop_with(exc)
+            self.stop_with(exc)
             return
         self.running -= 1
         if self.running == 0:
-            await self.out.put(_DONE)
+            self.out.put_nowait(_DONE)
 
     def count(self, error: SendAIError | None) -> None:
         """Update the counters and report progress."""
@@ -273,14 +349,14 @@ class _Pool(Generic[T]):
         if self.on_progress is not None:
             self.on_progress(self.done, self.failed, self.total)
 
-    async def stop_with(self, error: BaseException) -> None:
+    def stop_with(self, error: BaseException) -> None:
         """Stop every other worker and hand ``error`` to the consumer."""
         self.stopping = True
         current = asyncio.current_task()
         for other in self.workers:
             if other is not current:
                 other.cancel()
-        await self.out.put(_Fatal(error))
+        self.out.put_nowait(_Fatal(error))
 
     async def shutdown(self) -> None:
         """Cancel every worker, wait for them, and close the ID source."""
@@ -315,7 +391,9 @@ async def run_pool(
     try:
         while True:
             out = pool.out
-            item = out.get_nowait() if not out.empty() else await out.get()
+            if not len(out):
+                await out.wait()
+            item = out.get_nowait()
             if isinstance(item, _Done):
                 return
             if isinstance(item, _Fatal):

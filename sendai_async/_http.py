@@ -47,7 +47,13 @@ from ._errors import (
 from ._hooks import Hooks, RequestEvent, ResponseEvent, RetryEvent, emit
 from ._logging import logger
 from ._redact import Redactor
-from ._retry import call_with_retries, is_retryable, parse_retry_after
+from ._retry import (
+    is_retryable,
+    parse_retry_after,
+    refund_success,
+    retries_after,
+    retry_after_first_failure,
+)
 from ._session import SessionManager
 from ._version import __version__
 
@@ -76,15 +82,23 @@ def default_user_agent() -> str:
     )
 
 
-@attrs.frozen(kw_only=True)
 class RawResponse:
-    """A complete 2xx response: status, headers, body bytes and the attempts it took."""
+    """A complete 2xx response: status, headers, body bytes and the attempts it took.
 
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-    attempts: int
-    url: str
+    A plain slotted class, not a frozen attrs one: one is built per request, and a frozen
+    ``__init__`` costs about a microsecond more. It never leaves the request layer.
+    """
+
+    __slots__ = ("attempts", "body", "headers", "status", "url")
+
+    def __init__(
+        self, status: int, headers: Mapping[str, str], body: bytes, attempts: int, url: str
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.attempts = attempts
+        self.url = url
 
 
 class Transport:
@@ -121,6 +135,10 @@ class Transport:
         }
         self.json_headers = {**self.headers, "Content-Type": "application/json"}
         self._client_timeouts: dict[Timeout, aiohttp.ClientTimeout] = {}
+        self._last_client_timeout: tuple[Timeout | None, aiohttp.ClientTimeout] = (
+            None,
+            aiohttp.ClientTimeout(),
+        )
         self.retries = 0  # retries made through this transport, for summaries
         self.requests = 0  # attempts sent through this transport
 
@@ -141,11 +159,18 @@ class Transport:
         """
         total = timeout.total if timeout.total is not None else math.inf
         if total <= remaining:
+            # Nearly every attempt uses the view's own Timeout object: an identity check
+            # spares hashing a frozen attrs instance per attempt. One tuple, swapped whole,
+            # so threads sharing this transport never see half an update.
+            last_timeout, last_client_timeout = self._last_client_timeout
+            if last_timeout is timeout:
+                return last_client_timeout
             cached = self._client_timeouts.get(timeout)
             if cached is None:
                 cached = self._client_timeouts[timeout] = aiohttp.ClientTimeout(
                     total=timeout.total, sock_connect=timeout.connect, sock_read=timeout.read
                 )
+            self._last_client_timeout = (timeout, cached)
             return cached
         # The call's deadline is nearer than the attempt's own limit: it wins.
         return aiohttp.ClientTimeout(
@@ -306,25 +331,42 @@ class Requester:
         if params:
             url = url.update_query(params)
             shown_url = str(url)
+        policy = retry or self.options.retry
         call = _Call(
             transport,
             method,
             url,
             shown_url,
             timeout=timeout or self.options.timeout,
-            policy=retry or self.options.retry,
+            policy=policy,
             idempotent=idempotent,
             json=json,
             files=files,
             recover=recover,
         )
+        budget = transport.limits.budget
+        deadline_at = _retry._clock() + policy.deadline
         try:
-            response = await call_with_retries(
-                call.attempt,
-                policy=call.policy,
-                budget=transport.limits.budget,
-                on_retry=call.on_retry,
-            )
+            # The first attempt is made here, not inside the retry machinery: most calls
+            # succeed at once and should pay for neither tenacity nor another coroutine.
+            first_failure: SendAIError | None = None
+            try:
+                response = await call.attempt(1, deadline_at)
+            except SendAIError as exc:
+                if not retries_after(exc, policy):
+                    raise
+                first_failure = exc  # retried below, outside this handler's context
+            else:
+                refund_success(budget)
+            if first_failure is not None:
+                response = await retry_after_first_failure(
+                    call.attempt,
+                    first_failure,
+                    policy=policy,
+                    budget=budget,
+                    deadline_at=deadline_at,
+                    on_retry=call.on_retry,
+                )
         finally:
             if files is not None:
                 files.close()
@@ -471,9 +513,7 @@ class _Call:
             error, sent = self._failure(exc, session, number)
         else:
             if 200 <= status < 300:
-                response = RawResponse(
-                    status=status, headers=headers, body=body, attempts=number, url=self.shown_url
-                )
+                response = RawResponse(status, headers, body, number, self.shown_url)
                 # Reporting a success costs a call; skip it when nobody listens.
                 if transport.hooks.on_response or logger.isEnabledFor(logging.DEBUG):
                     await self._observe(number, started, status, headers, None)
@@ -523,7 +563,7 @@ class _Call:
             number,
             error.message,
         )
-        return RawResponse(status=200, headers={}, body=proof, attempts=number, url=self.shown_url)
+        return RawResponse(200, {}, proof, number, self.shown_url)
 
     async def on_retry(self, number: int, delay: float, cause: SendAIError) -> None:
         """Count, log and report a retry before its backoff sleep."""

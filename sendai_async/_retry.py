@@ -125,6 +125,10 @@ class RetryBudget:
 
     def release(self, amount: int) -> None:
         """Return ``amount`` tokens, up to the capacity."""
+        if self._tokens >= self.capacity:
+            # The usual state, checked without the lock: every success refunds, and a
+            # full bucket stays full. Racing a spend can at worst drop one refund.
+            return
         with self._lock:
             self._tokens = min(self.capacity, self._tokens + amount)
 
@@ -192,43 +196,24 @@ def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
     return wait
 
 
-async def call_with_retries(
-    attempt: Callable[[int, float], Awaitable[T]],
-    *,
-    policy: RetryPolicy,
-    budget: Budget | None,
-    on_retry: Callable[[int, float, SendAIError], Awaitable[None]] | None = None,
-) -> T:
-    """Run ``attempt(attempt_number, deadline_at)`` until it succeeds or retrying must stop.
+def retries_after(first_failure: SendAIError, policy: RetryPolicy) -> bool:
+    """Whether a call whose first attempt raised ``first_failure`` goes on to retry.
 
-    ``attempt`` must raise only ``SendAIError`` subclasses; the last one is re-raised as is.
-    Cancellation is never retried: it propagates out of tenacity at once.
+    Most calls succeed at once, so the caller makes the first attempt itself, outside
+    tenacity (which costs tens of microseconds per call: it inspects its callbacks on every
+    iteration) and without a coroutine level of ours; only a call with something to retry
+    is handed to ``retry_after_first_failure``.
     """
-    deadline_at = _clock() + policy.deadline
-    # Most calls succeed at once. tenacity costs tens of microseconds per call (it inspects
-    # its callbacks on every iteration), so the first attempt runs outside it and tenacity
-    # is only built for a call that has something to retry.
-    try:
-        result = await attempt(1, deadline_at)
-    except SendAIError as exc:
-        if not is_retryable(exc, policy) or policy.max_attempts == 1:
-            raise
-        first_failure = exc
-    else:
-        if budget is not None:
-            budget.release(_SUCCESS_REFUND)
-        return result
-    return await _retry_after_first_failure(
-        attempt,
-        first_failure,
-        policy=policy,
-        budget=budget,
-        deadline_at=deadline_at,
-        on_retry=on_retry,
-    )
+    return policy.max_attempts > 1 and is_retryable(first_failure, policy)
 
 
-async def _retry_after_first_failure(
+def refund_success(budget: Budget | None) -> None:
+    """Earn back a little retry budget for a call that succeeded at its first attempt."""
+    if budget is not None:
+        budget.release(_SUCCESS_REFUND)
+
+
+async def retry_after_first_failure(
     attempt: Callable[[int, float], Awaitable[T]],
     first_failure: SendAIError,
     *,
@@ -237,7 +222,12 @@ async def _retry_after_first_failure(
     deadline_at: float,
     on_retry: Callable[[int, float, SendAIError], Awaitable[None]] | None,
 ) -> T:
-    """Hand the call to tenacity, replaying the first attempt's failure as its attempt 1."""
+    """Hand a call to tenacity, replaying its first attempt's failure as tenacity's attempt 1.
+
+    ``attempt(attempt_number, deadline_at)`` must raise only ``SendAIError`` subclasses; the
+    last one is re-raised as is. Cancellation is never retried: it propagates out of
+    tenacity at once.
+    """
     stop = _StopDecision(policy, deadline_at, budget)
 
     async def before_sleep(state: RetryCallState) -> None:

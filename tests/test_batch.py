@@ -328,3 +328,72 @@ async def test_a_retry_after_too_long_to_wait_fails_the_batch_fast(
     assert all(isinstance(e, RateLimitError) for e in batch.errors.values())
     assert all((e.retry_after or 0) > 590 for e in batch.errors.values())  # type: ignore[attr-defined]
     assert sandbox.stats.requests == 1
+
+
+async def test_results_wait_for_a_slow_consumer_with_a_plain_iterator(
+    client: SendAI, sandbox: SandboxServer
+) -> None:
+    """Backpressure on the sync-source path too: IDs are pulled only as results are taken."""
+    pulled = 0
+
+    def source() -> Iterator[str]:
+        nonlocal pulled
+        for task_id in sandbox.task_ids:
+            pulled += 1
+            yield task_id
+
+    yielded = 0
+    max_ahead = 0
+    async for _ in client.tasks.iter_many(source(), project_id=sandbox.project_id, concurrency=4):
+        yielded += 1
+        for _ in range(5):  # a consumer slower than the workers
+            await asyncio.sleep(0)
+        max_ahead = max(max_ahead, pulled - yielded)
+    assert yielded == 300
+    assert max_ahead <= 4 + 4  # workers in flight + results waiting in the bounded outbox
+
+
+async def test_outbox_holds_writers_at_the_limit_and_wakes_them_in_order() -> None:
+    from sendai_async._batch import _Outbox
+
+    outbox: _Outbox[int] = _Outbox(2)
+    await outbox.put(1)
+    await outbox.put(2)
+    third = asyncio.create_task(outbox.put(3))
+    fourth = asyncio.create_task(outbox.put(4))
+    await asyncio.sleep(0)
+    assert not third.done() and not fourth.done() and len(outbox) == 2
+    assert outbox.get_nowait() == 1
+    await asyncio.sleep(0)
+    assert third.done() and not fourth.done()
+    assert [outbox.get_nowait(), outbox.get_nowait()] == [2, 3]
+    await fourth
+    assert outbox.get_nowait() == 4
+
+
+async def test_outbox_writer_cancelled_after_its_wake_up_passes_the_turn_on() -> None:
+    """A woken writer that is cancelled before it runs must not strand the next one."""
+    from sendai_async._batch import _Outbox
+
+    outbox: _Outbox[int] = _Outbox(1)
+    await outbox.put(1)
+    first = asyncio.create_task(outbox.put(2))
+    second = asyncio.create_task(outbox.put(3))
+    await asyncio.sleep(0)
+    assert outbox.get_nowait() == 1  # wakes `first`...
+    first.cancel()  # ...which is cancelled before it can run
+    await asyncio.wait_for(second, timeout=1)
+    assert first.cancelled()
+    assert outbox.get_nowait() == 3
+
+
+async def test_outbox_reader_parks_until_an_item_arrives() -> None:
+    from sendai_async._batch import _Outbox
+
+    outbox: _Outbox[str] = _Outbox(4)
+    reader = asyncio.create_task(outbox.wait())
+    await asyncio.sleep(0)
+    assert not reader.done()
+    outbox.put_nowait("x")
+    await asyncio.wait_for(reader, timeout=1)
+    assert outbox.get_nowait() == "x"
