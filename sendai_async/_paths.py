@@ -7,11 +7,16 @@ Every path parameter is an opaque string: whatever it holds (``/``, ``?``, ``..`
 from __future__ import annotations
 
 import functools
+import re
 from urllib.parse import quote
 
 from ._errors import ConfigurationError
 
 _SHOWN_ID_LIMIT = 80
+# IDs as the API issues them (``task_abc123``) need no encoding: recognising them is about
+# three times cheaper than running quote() on every ID of a bulk job. No dot is allowed,
+# so a dot-only segment always takes the full path below.
+_ALREADY_SAFE = re.compile(r"[A-Za-z0-9_~-]+").fullmatch
 
 
 def shown(value: object) -> str:
@@ -33,6 +38,8 @@ def path_segment(value: object, name: str) -> str:
         ConfigurationError: ``value`` is not a non-empty string that UTF-8 can encode.
 
     """
+    if type(value) is str and _ALREADY_SAFE(value):
+        return value
     if not isinstance(value, str) or not value:
         raise ConfigurationError(f"{name} must be a non-empty string, got {shown(value)}")
     try:

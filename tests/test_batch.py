@@ -23,6 +23,7 @@ from sendai_async import (
     SendAI,
     ServerError,
 )
+from sendai_async._batch import _Outbox
 from sendai_async.testing import SandboxServer
 
 
@@ -354,18 +355,19 @@ async def test_results_wait_for_a_slow_consumer_with_a_plain_iterator(
 
 
 async def test_outbox_holds_writers_at_the_limit_and_wakes_them_in_order() -> None:
-    from sendai_async._batch import _Outbox
-
     outbox: _Outbox[int] = _Outbox(2)
     await outbox.put(1)
     await outbox.put(2)
     third = asyncio.create_task(outbox.put(3))
     fourth = asyncio.create_task(outbox.put(4))
     await asyncio.sleep(0)
-    assert not third.done() and not fourth.done() and len(outbox) == 2
+    assert not third.done()
+    assert not fourth.done()
+    assert len(outbox) == 2
     assert outbox.get_nowait() == 1
     await asyncio.sleep(0)
-    assert third.done() and not fourth.done()
+    assert third.done()
+    assert not fourth.done()
     assert [outbox.get_nowait(), outbox.get_nowait()] == [2, 3]
     await fourth
     assert outbox.get_nowait() == 4
@@ -373,8 +375,6 @@ async def test_outbox_holds_writers_at_the_limit_and_wakes_them_in_order() -> No
 
 async def test_outbox_writer_cancelled_after_its_wake_up_passes_the_turn_on() -> None:
     """A woken writer that is cancelled before it runs must not strand the next one."""
-    from sendai_async._batch import _Outbox
-
     outbox: _Outbox[int] = _Outbox(1)
     await outbox.put(1)
     first = asyncio.create_task(outbox.put(2))
@@ -388,8 +388,6 @@ async def test_outbox_writer_cancelled_after_its_wake_up_passes_the_turn_on() ->
 
 
 async def test_outbox_reader_parks_until_an_item_arrives() -> None:
-    from sendai_async._batch import _Outbox
-
     outbox: _Outbox[str] = _Outbox(4)
     reader = asyncio.create_task(outbox.wait())
     await asyncio.sleep(0)
