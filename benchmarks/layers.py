@@ -8,12 +8,14 @@
 3. ``exchange``: our single HTTP exchange (size limit, error mapping) + ``orjson.loads``;
 4. ``request``: plus retries, deadline, rate-limit gate, hooks, budget (decoding with
    ``orjson.loads`` as the decoder);
-5. ``get_raw``: plus path building and the payload check.
+5. ``get_raw``: plus path building and the payload check;
+6. ``iter_many_raw``: plus the worker pool and its result outbox (the CLI path);
+7. ``iter_many``: plus structuring into ``Task`` objects.
 
 Every layer decodes the body as the floor does, so each row differs from the one above by
-exactly the layer it names.
-6. ``iter_many_raw``: plus the worker pool and its result queue (the CLI path);
-7. ``iter_many``: plus structuring into ``Task`` objects.
+exactly the layer it names. Besides throughput, the table gives the client process's CPU
+time per task (the server is another process): on a shared machine it is the steadier
+figure, and the difference between two rows is what that layer costs.
 """
 
 from __future__ import annotations
@@ -26,11 +28,23 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from ._contenders import KEY, PROJECT, TEAM, _client, _pool, _task_url, floor, raw, run_one, typed
+from ._contenders import (
+    KEY,
+    PROJECT,
+    TEAM,
+    _client,
+    _pool,
+    _task_url,
+    floor,
+    raw,
+    run_measured,
+    typed,
+)
 from .run import static_server
 
 TASKS = 3000
 CONCURRENCY = 64
+ROUNDS = 7
 
 
 async def floor_configured(base: str, ids: list[str], concurrency: int) -> int:
@@ -102,14 +116,36 @@ def main() -> None:
         base = f"{root}/small/0"
         ids = [f"task_{i:07d}" for i in range(TASKS)]
         rates: dict[str, list[float]] = {name: [] for name in steps}
-        for _ in range(5):
+        cpu: dict[str, list[float]] = {name: [] for name in steps}
+        for _ in range(ROUNDS):
             for name, step in steps.items():
-                rates[name].append(TASKS / run_one(step, base, ids, CONCURRENCY, "asyncio"))  # type: ignore[arg-type]
-    floor_rate = statistics.median(rates["floor"])
-    print("| layer | tasks/s | × floor |\n|---|---:|---:|")
+                elapsed, used = run_measured(step, base, ids, CONCURRENCY, "asyncio")  # type: ignore[arg-type]
+                rates[name].append(TASKS / elapsed)
+                cpu[name].append(used / TASKS * 1e6)
+    print(table(rates, cpu))
+
+
+def table(rates: dict[str, list[float]], cpu: dict[str, list[float]]) -> str:
+    """Render the layer table: throughput and client CPU per task, each against the floor.
+
+    Ratios are medians of per-round pairs with the floor of the same round.
+    """
+    lines = [
+        "| layer | tasks/s | × floor | client CPU µs/task | Δ µs vs layer above | CPU × floor |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    previous: float | None = None
     for name, samples in rates.items():
         rate = statistics.median(samples)
-        print(f"| {name} | {rate:.0f} | {rate / floor_rate:.2f} |")
+        x_floor = statistics.median(r / f for r, f in zip(samples, rates["floor"], strict=True))
+        micros = statistics.median(cpu[name])
+        cpu_x = statistics.median(f / c for c, f in zip(cpu[name], cpu["floor"], strict=True))
+        delta = "" if previous is None else f"{micros - previous:+.1f}"
+        lines.append(
+            f"| {name} | {rate:.0f} | {x_floor:.2f} | {micros:.1f} | {delta} | {cpu_x:.2f} |"
+        )
+        previous = micros
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import decode
-from ._contenders import available, run_one
+from ._contenders import available, run_measured, run_one
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -93,16 +93,25 @@ def bulk(
         base = f"{root}/{scenario['size']}/{scenario['latency_ms']}"
         ids = [f"task_{i:07d}" for i in range(scenario["tasks"])]
         times: dict[str, list[float]] = {name: [] for name in contenders}
+        cpu: dict[str, list[float]] = {name: [] for name in contenders}
         run_one(contenders["floor"], base, ids[:50], scenario["concurrency"], loop)  # warm up
         for _ in range(rounds):
             for name, contender in contenders.items():
-                times[name].append(run_one(contender, base, ids, scenario["concurrency"], loop))
+                elapsed, used = run_measured(contender, base, ids, scenario["concurrency"], loop)
+                times[name].append(elapsed)
+                cpu[name].append(used)
         row: dict[str, Any] = {**scenario, "loop": loop}
         for name, samples in times.items():
             row[f"{name}_rate"] = len(ids) / statistics.median(samples)
             # Paired: each round's contender against the floor of the same round.
             row[f"{name}_x_floor"] = statistics.median(
                 f / s for f, s in zip(times["floor"], samples, strict=True)
+            )
+            # The client's own CPU per task (the server is another process): steadier than
+            # throughput on a shared machine, and what the SDK's code costs.
+            row[f"{name}_cpu_us"] = statistics.median(cpu[name]) / len(ids) * 1e6
+            row[f"{name}_cpu_x_floor"] = statistics.median(
+                f / c for f, c in zip(cpu["floor"], cpu[name], strict=True)
             )
         if scenario["latency_ms"]:
             ideal = scenario["concurrency"] / (scenario["latency_ms"] / 1000)
@@ -186,6 +195,20 @@ def report(results: dict[str, Any]) -> str:
             + " | ".join(cells)
             + f" | {row['typed_x_floor']:.2f} | {row['typed+gc_x_floor']:.2f}"
             + f" | {row['raw_x_floor']:.2f} | {peer} |"
+        )
+    out += [
+        "",
+        "| client CPU µs per task | "
+        + " | ".join(names)
+        + " | floor CPU ÷ typed | floor CPU ÷ typed+gc | floor CPU ÷ raw |",
+        "|---|" + "---:|" * (len(names) + 3),
+    ]
+    for row in results["bulk"]:
+        out.append(
+            f"| {row['name']} | "
+            + " | ".join(f"{row[f'{n}_cpu_us']:.0f}" for n in names)
+            + f" | {row['typed_cpu_x_floor']:.2f} | {row['typed+gc_cpu_x_floor']:.2f}"
+            + f" | {row['raw_cpu_x_floor']:.2f} |"
         )
     latency_rows = [r for r in results["bulk"] if r["latency_ms"]]
     if latency_rows:
