@@ -94,8 +94,19 @@ class Point(NamedTuple):
     y: float
 
 
+class _Model:
+    """The base of every model: it holds the ``__weakref__`` slot the models share.
+
+    attrs would give each class a ``__weakref__`` slot of its own; held here instead,
+    every model keeps the layout of a plain twin class with the same field slots, which
+    the generated decoders build and then turn into the model (see ``_fastpath``).
+    """
+
+    __slots__ = ("__weakref__",)
+
+
 @attrs.frozen(kw_only=True)
-class MetaItem:
+class MetaItem(_Model):
     """One user-supplied metadata pair attached at upload time."""
 
     name: str
@@ -103,7 +114,7 @@ class MetaItem:
 
 
 @attrs.frozen(kw_only=True)
-class Annotation:
+class Annotation(_Model):
     """One extracted field value."""
 
     id: str
@@ -115,7 +126,7 @@ class Annotation:
 
 
 @attrs.frozen(kw_only=True)
-class Checkbox:
+class Checkbox(_Model):
     """A detected checkbox and whether it is ticked."""
 
     id: str
@@ -125,7 +136,7 @@ class Checkbox:
 
 
 @attrs.frozen(kw_only=True)
-class Segment:
+class Segment(_Model):
     """A detected region of a page."""
 
     id: str
@@ -134,7 +145,7 @@ class Segment:
 
 
 @attrs.frozen(kw_only=True)
-class Signature:
+class Signature(_Model):
     """A detected signature."""
 
     id: str
@@ -143,7 +154,7 @@ class Signature:
 
 
 @attrs.frozen(kw_only=True)
-class Page:
+class Page(_Model):
     """One page of a task's document with what was found on it."""
 
     id: str
@@ -156,7 +167,7 @@ class Page:
 
 
 @attrs.frozen(kw_only=True)
-class Task:
+class Task(_Model):
     """A Send AI task: one uploaded document and what was extracted from it.
 
     Fields follow the API's order, so ``to_dict()`` serialises to the same bytes.
@@ -204,7 +215,7 @@ class Task:
 
 
 @attrs.frozen(kw_only=True)
-class ReportIssue:
+class ReportIssue(_Model):
     """One problem reported on a task with ``tasks.report``: a label and its value."""
 
     label: str
@@ -212,7 +223,7 @@ class ReportIssue:
 
 
 @attrs.frozen(kw_only=True)
-class Upload:
+class Upload(_Model):
     """A batch of uploaded documents; each file becomes a task.
 
     Only ``id`` is always present: the API's create response is flat camelCase while get
