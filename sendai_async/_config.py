@@ -64,8 +64,10 @@ class RetryPolicy:
             wait starts that would end past it.
         retry_statuses: HTTP statuses that are retried.
         budget_capacity: Size of the client-wide retry budget (a token bucket shared by all
-            calls of one client; a retry costs 5 tokens, one after a timeout 10, and a call
-            that succeeds at once returns 1). ``None`` disables the budget.
+            calls of one client; a retry costs 5 tokens, one after a timeout 10, one after a
+            429 with ``Retry-After`` 1 (the client's gate already holds every request back
+            until then), and a call that succeeds at once returns 1). ``None`` disables the
+            budget.
 
     """
 

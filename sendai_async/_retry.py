@@ -32,6 +32,11 @@ _wall_clock: Callable[[], float] = time.time
 
 _RETRY_COST = 5
 _TIMEOUT_RETRY_COST = 10
+# A 429 that says when to come back closes the client's (or the fleet's) gate: every worker
+# waits it out, so its retries cannot storm. Charging them like a failure would let one
+# rate-limit window empty the budget and fail IDs that only had to wait; one token each
+# still bounds a server that answers 429 forever.
+_GATED_RETRY_COST = 1
 _SUCCESS_REFUND = 1
 _MAX_GATE = 86_400.0  # a day: a larger Retry-After is nonsense, not a reason to overflow
 
@@ -177,12 +182,21 @@ class _StopDecision:
         if _clock() + (state.upcoming_sleep or 0.0) >= self.deadline_at:
             return True
         if self.budget is not None:
-            cost = _TIMEOUT_RETRY_COST if isinstance(exc, RequestTimeoutError) else _RETRY_COST
+            cost = _retry_cost(exc)
             if not await self.budget.spend(cost):
                 exc.retry_budget_exhausted = True
                 return True
             self.spent = cost
         return False
+
+
+def _retry_cost(exc: SendAIError) -> int:
+    """Tokens a retry after ``exc`` takes from the retry budget."""
+    if isinstance(exc, RequestTimeoutError):
+        return _TIMEOUT_RETRY_COST
+    if isinstance(exc, APIStatusError) and exc.status_code == 429 and exc.retry_after is not None:
+        return _GATED_RETRY_COST
+    return _RETRY_COST
 
 
 def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:

@@ -395,3 +395,36 @@ async def test_outbox_reader_parks_until_an_item_arrives() -> None:
     outbox.put_nowait("x")
     await asyncio.wait_for(reader, timeout=1)
     assert outbox.get_nowait() == "x"
+
+
+async def test_a_rate_limit_window_does_not_use_up_the_retry_budget(sandbox: SandboxServer) -> None:
+    """Every in-flight request meets the window's 429: all wait at the gate and get through.
+
+    At five tokens a retry, 16 workers' 429s would empty a 40-token budget and fail IDs
+    that only had to wait; a 429 with Retry-After costs one.
+    """
+    sandbox.rate_limit_window(after_requests=20, seconds=0.3)
+    policy = RetryPolicy(budget_capacity=40, max_retry_after=5.0)
+    async with SendAI(
+        sandbox.api_key, team_id=sandbox.team_id, base_url=sandbox.base_url, retry=policy
+    ) as sendai:
+        result = await sendai.tasks.get_many(
+            sandbox.task_ids[:100], project_id=sandbox.project_id, concurrency=16
+        )
+    assert sandbox.stats.statuses[429] >= 10  # the window was met by many workers at once
+    assert result.ok, {k: str(e) for k, e in list(result.errors.items())[:3]}
+
+
+async def test_a_429_without_retry_after_still_costs_a_full_retry(sandbox: SandboxServer) -> None:
+    """A bare 429 sets no gate: its retries are charged like any failure's."""
+    for task_id in sandbox.task_ids[:40]:
+        sandbox.script(task_id, ["429-bare"] * 3)
+    policy = RetryPolicy(max_attempts=3, budget_capacity=20, backoff_base=0.001, backoff_max=0.002)
+    async with SendAI(
+        sandbox.api_key, team_id=sandbox.team_id, base_url=sandbox.base_url, retry=policy
+    ) as sendai:
+        result = await sendai.tasks.get_many(
+            sandbox.task_ids[:40], project_id=sandbox.project_id, concurrency=8
+        )
+    assert sandbox.stats.requests <= 40 + 20 // 5  # one try each plus what the budget paid for
+    assert len(result.errors) >= 36

@@ -42,10 +42,19 @@ FAULTS = ("429", "429-bare", "500", "502", "503", "reset", "truncate", "slow")
 response, a body cut off mid-stream, and a slow (but successful) response. A state-changing
 request that meets a 429, a 5xx or a reset is not applied; one cut off or slow is."""
 
-SCRIPT_STEPS = ("reset", "truncate", "slow", "stall", "garbage", "apply-reset", "apply-500")
+SCRIPT_STEPS = (
+    "reset",
+    "truncate",
+    "slow",
+    "stall",
+    "garbage",
+    "apply-reset",
+    "apply-500",
+    "429-bare",
+)
 """Scripted steps besides an HTTP status: ``stall`` never answers, ``garbage`` is a 200
 whose body is not JSON, ``apply-reset`` and ``apply-500`` apply a change and then drop the
-connection or answer 500."""
+connection or answer 500, ``429-bare`` is a 429 without ``Retry-After``."""
 
 _MAX_PAGE = 500
 _CHUNK = 64 * 1024
@@ -287,7 +296,8 @@ class SandboxServer:
         A step is an HTTP status or one of ``SCRIPT_STEPS``:
 
         - ``200`` serves the request normally;
-        - another status (``429``, ``503``, ...) answers with it and changes nothing;
+        - another status (``429``, ``503``, ...) answers with it and changes nothing (a
+          ``429`` carries ``Retry-After``; ``"429-bare"`` is one without it);
         - ``"reset"`` drops the connection before reading the body or changing anything;
         - ``"apply-reset"`` makes the change (the action, report or upload), then drops
           the connection without answering; ``"apply-500"`` makes it, then answers 500;
