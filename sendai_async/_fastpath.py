@@ -199,7 +199,12 @@ class HookFactory:
             names[f"__item_{name}"] = self.hook(element)
             return [
                 "if type(v) is not list: __fail()",
-                f"v = tuple(map(__item_{name}, v))",
+                # One-element arrays (a single page, one annotation) are common: building
+                # the tuple directly costs half of tuple(map(...)).
+                "if len(v) == 1:",
+                f"  v = (__item_{name}(v[0]),)",
+                "else:",
+                f"  v = tuple(map(__item_{name}, v))",
             ]
         return self._leaf(tp, name, names)
 
