@@ -3,8 +3,8 @@
 ``python -m benchmarks.layers`` fetches small tasks at concurrency 64, interleaved, with:
 
 1. ``floor``: raw aiohttp + ``resp.read()`` + ``orjson.loads``;
-2. ``floor+config``: the floor with our aiohttp settings (read timeout armed, per-request
-   headers, no redirects);
+2. ``floor+config``: the floor with our aiohttp settings (a read timeout armed on every
+   request, URLs passed pre-encoded, no redirects);
 3. ``exchange``: our single HTTP exchange (size limit, error mapping) + ``orjson.loads``;
 4. ``request``: plus retries, deadline, rate-limit gate, hooks, budget (decoding with
    ``orjson.loads`` as the decoder);
@@ -51,14 +51,13 @@ async def floor_configured(base: str, ids: list[str], concurrency: int) -> int:
     decoded = 0
     headers = {"Authorization": f"Bearer {KEY}", "Accept": "application/json"}
     timeout = aiohttp.ClientTimeout(total=60, sock_connect=5, sock_read=30)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 
         async def fetch(task_id: str) -> None:
             nonlocal decoded
             url = URL(_task_url(base, task_id), encoded=True)
-            async with session.get(
-                url, headers=headers, timeout=timeout, allow_redirects=False
-            ) as response:
+            async with session.get(url, timeout=timeout, allow_redirects=False) as response:
                 body = await response.read()
             orjson.loads(body)["payload"]
             decoded += 1
@@ -88,7 +87,9 @@ async def _exchange(client: object, base: str, task_id: str) -> None:
     session = await transport.sessions.get()
     url = URL(_task_url(base, task_id), encoded=True)
     timeout = transport.client_timeout(requester.options.timeout, 1e9)
-    _, _, body = await transport.exchange(session, "GET", url, timeout, transport.headers, None)
+    _, _, body = await transport.exchange(
+        session, "GET", url, timeout, transport.request_headers, None
+    )
     orjson.loads(body)["payload"]
 
 

@@ -124,7 +124,9 @@ class SendAI:
             connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0)
             # trust_env stays off: with it aiohttp would read .netrc credentials and
             # refuse to combine them with our Authorization header.
-            session = aiohttp.ClientSession(connector=connector, trust_env=False)
+            session = aiohttp.ClientSession(
+                connector=connector, trust_env=False, headers=transport.headers
+            )
             # aiohttp silently sends an idempotent request again after a reset, unseen by
             # our attempts, hooks and retry budget: the server would get up to twice the
             # requests a RetryPolicy allows. Our retry layer is the only one. (A caller's
@@ -142,6 +144,7 @@ class SendAI:
             user_agent=user_agent or default_user_agent(),
             limits=self.coordinator.limits_for(settings),
             pool_limit=max_connections if session is None else None,
+            session_headers=session is None,
         )
         self.max_connections = max_connections
         options = RequestOptions(timeout=attempt_timeout, retry=policy, team_id=team)
