@@ -20,6 +20,7 @@ figure, and the difference between two rows is what that layer costs.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -104,6 +105,9 @@ async def _get_raw(client: object, _base: str, task_id: str) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="Where the bulk path's time goes, by layer.")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved rounds")
+    rounds = parser.parse_args().rounds
     steps = {
         "floor": floor,
         "floor+config": floor_configured,
@@ -118,7 +122,7 @@ def main() -> None:
         ids = [f"task_{i:07d}" for i in range(TASKS)]
         rates: dict[str, list[float]] = {name: [] for name in steps}
         cpu: dict[str, list[float]] = {name: [] for name in steps}
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             for name, step in steps.items():
                 elapsed, used = run_measured(step, base, ids, CONCURRENCY, "asyncio")  # type: ignore[arg-type]
                 rates[name].append(TASKS / elapsed)
