@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -55,6 +57,28 @@ async def test_request_carries_auth_accept_and_user_agent(
     user_agent = request.headers["User-Agent"]
     assert user_agent.startswith("sendai-async/")
     assert "python/" in user_agent
+
+
+@pytest.mark.parametrize("own_session", [False, True], ids=["client's session", "caller's"])
+async def test_a_json_post_carries_each_header_once(
+    server: ScriptedServer, own_session: bool
+) -> None:
+    """Our sessions hold the fixed headers as defaults; a caller's gets them per request."""
+    server.play(json_response())
+    async with contextlib.AsyncExitStack() as stack:
+        session = await stack.enter_async_context(aiohttp.ClientSession()) if own_session else None
+        client = await stack.enter_async_context(
+            SendAI(CANARY_KEY, team_id="team_1", base_url=server.base_url, session=session)
+        )
+        await client.tasks.report(
+            "task_1", project_id="proj_1", issues=[{"label": "total", "value": "wrong"}]
+        )
+    headers = server.requests[0].headers
+    assert headers.getall("Authorization") == [f"Bearer {CANARY_KEY}"]
+    assert headers.getall("Accept") == ["application/json"]
+    assert headers.getall("Content-Type") == ["application/json"]
+    assert len(headers.getall("User-Agent")) == 1
+    assert headers["User-Agent"].startswith("sendai-async/")
 
 
 @pytest.mark.parametrize(
