@@ -107,7 +107,7 @@ def read_output(out: Path) -> tuple[dict[str, object], list[str]]:
 def _export_command(sandbox: SandboxServer, ids: Path, out: Path, broker: str) -> list[str]:
     return [
         "export", "--project", sandbox.project_id, "--ids", str(ids), "--out", str(out),
-        "--broker", broker, "--chunk-size", "250", "--no-progress", "--give-up-after", "80",
+        "--broker", broker, "--chunk-size", "250", "--no-progress", "--give-up-after", "150",
     ]  # fmt: skip
 
 
@@ -126,7 +126,8 @@ def test_a_killed_worker_loses_nothing_and_the_fleet_honours_one_429_window(
 
     Bound: the run takes the export itself (a few seconds), the 429 window (3 s) and the
     broker's redelivery of the killed worker's chunks (visibility timeout 30 s plus a
-    5 s sweep): well under 90 s.
+    5 s sweep): usually well under 90 s. Redelivery once took over 80 s on a loaded CI
+    machine, so the driver is given 150 s before it gives up.
     """
     for name in ("SENDAI_API_KEY", "SENDAI_BASE_URL", "SENDAI_TEAM_ID"):
         monkeypatch.setenv(name, workers.env[name])
@@ -171,7 +172,7 @@ def test_a_killed_worker_loses_nothing_and_the_fleet_honours_one_429_window(
     assert workers.processes[0].returncode is not None  # the kill happened
     manifest = orjson.loads((out / "manifest.json").read_bytes())
     assert manifest["state"] == "complete"
-    assert elapsed < 90
+    assert elapsed < 160  # see the docstring: redelivery can be slow under load
 
 
 def test_a_killed_driver_resumes_without_refetching_finished_chunks(
