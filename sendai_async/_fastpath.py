@@ -90,19 +90,34 @@ class HookFactory:
         # the converter's own, which raise on bad input.
         self._leaf_hook = leaf_hook
         self._hooks: dict[type, Hook] = {}
+        self._array_hooks: dict[type, Hook] = {}
 
     def register(self, cls: type, hook: Hook) -> None:
-        """Use ``hook`` for ``cls`` instead of generating one."""
+        """Use ``hook`` for ``cls`` instead of generating one; arrays of ``cls`` map it."""
         self._hooks[cls] = hook
+        self._array_hooks[cls] = _mapped(hook)
 
     def hook(self, cls: type) -> Hook:
         """Return the fast hook for ``cls``, generating it on first use."""
         hook = self._hooks.get(cls)
         if hook is None:
-            hook = self._hooks[cls] = self._generate(cls)
+            hook, self._array_hooks[cls] = self._generate(cls)
+            self._hooks[cls] = hook
         return hook
 
-    def _generate(self, cls: type) -> Hook:
+    def array_hook(self, cls: type) -> Hook:
+        """Return the fast hook for a JSON array of ``cls`` (to a tuple), generating it once."""
+        if cls not in self._array_hooks:
+            self.hook(cls)
+        return self._array_hooks[cls]
+
+    def _generate(self, cls: type) -> tuple[Hook, Hook]:
+        """Return the hook for one ``cls`` and the hook for an array of them.
+
+        Both run the same generated body; the array hook runs it inline in its loop, which
+        spares a Python call per element (most of the objects in a large task are array
+        elements: annotations, regions, pages).
+        """
         _check_supported(cls)
         hints = typing.get_type_hints(cls)
         names: dict[str, Any] = {
@@ -150,15 +165,25 @@ class HookFactory:
             body.append(store)
         if twin is not None:
             body.append("obj.__class__ = __cls")  # the finished object becomes the model
-        body.append("return obj")
-        # Everything the body uses is bound as a default argument: a local, not a global.
-        params = ", ".join(f"{key}={key}" for key in names)
-        source = f"def structure_{cls.__name__}(o, {params}):\n" + "\n".join(
-            "  " + line for line in body
-        )
-        namespace: dict[str, Any] = dict(names)
-        exec(source, namespace)  # noqa: S102 -- our own generated source
-        return namespace[f"structure_{cls.__name__}"]  # type: ignore[no-any-return]
+        one = [*body, "return obj"]
+        many = [
+            "if type(a_) is not list: __fail()",
+            # One-element arrays (a single page, one annotation) are common: the body runs
+            # once and the tuple is built directly, without the list.
+            "if len(a_) == 1:",
+            "  o = a_[0]",
+            *("  " + line for line in body),
+            "  return (obj,)",
+            "out = []",
+            "append = out.append",
+            "for o in a_:",
+            *("  " + line for line in body),
+            "  append(obj)",
+            "return tuple(out)",
+        ]
+        hook = _compile(f"structure_{cls.__name__}", "o", one, names)
+        array_hook = _compile(f"structure_{cls.__name__}_array", "a_", many, names)
+        return hook, array_hook
 
     def _convert(self, tp: Any, name: str, names: dict[str, Any]) -> list[str]:
         """Lines that check (and if needed convert) ``v`` in place for type ``tp``."""
@@ -195,17 +220,8 @@ class HookFactory:
                 " __tuple_new(__point_cls, c), __tuple_new(__point_cls, d))",
             ]
         if typing.get_origin(tp) is tuple:
-            element = typing.get_args(tp)[0]
-            names[f"__item_{name}"] = self.hook(element)
-            return [
-                "if type(v) is not list: __fail()",
-                # One-element arrays (a single page, one annotation) are common: building
-                # the tuple directly costs half of tuple(map(...)).
-                "if len(v) == 1:",
-                f"  v = (__item_{name}(v[0]),)",
-                "else:",
-                f"  v = tuple(map(__item_{name}, v))",
-            ]
+            names[f"__array_{name}"] = self.array_hook(typing.get_args(tp)[0])
+            return [f"v = __array_{name}(v)"]
         return self._leaf(tp, name, names)
 
     def _leaf(self, tp: Any, name: str, names: dict[str, Any]) -> list[str]:
@@ -245,6 +261,27 @@ class HookFactory:
                 "  v = d if d.tzinfo is not None else d.replace(tzinfo=__utc)",
             ]
         return leaf
+
+
+def _compile(function: str, argument: str, body: list[str], names: dict[str, Any]) -> Hook:
+    """Compile a generated function of ``argument`` whose body uses ``names``."""
+    # Everything the body uses is bound as a default argument: a local, not a global.
+    params = ", ".join(f"{key}={key}" for key in names)
+    source = f"def {function}({argument}, {params}):\n" + "\n".join("  " + line for line in body)
+    namespace: dict[str, Any] = dict(names)
+    exec(source, namespace)  # noqa: S102 -- our own generated source
+    return namespace[function]  # type: ignore[no-any-return]
+
+
+def _mapped(hook: Hook) -> Hook:
+    """Return an array hook that applies ``hook`` to each element (for registered hooks)."""
+
+    def structure_array(value: Any) -> tuple[Any, ...]:
+        if type(value) is not list:
+            _fail()
+        return tuple(map(hook, value))
+
+    return structure_array
 
 
 def _twin_of(cls: type) -> type | None:

@@ -18,7 +18,13 @@ from hypothesis import strategies as st
 from sendai_async import DecodeError, SendAI, Task, _convert
 from sendai_async import _models as models
 from sendai_async._convert import structure_task
-from sendai_async._fastpath import FastPathMiss, HookFactory, UnsupportedModelError, _twin_of
+from sendai_async._fastpath import (
+    FastPathMiss,
+    HookFactory,
+    UnsupportedModelError,
+    _twin_of,
+    point_hook,
+)
 from sendai_async.testing import SandboxServer, synthetic_task
 
 from .conftest import SEED_DOC, ScriptedServer, json_response
@@ -315,6 +321,46 @@ def test_missing_required_key_is_a_miss_and_plain_factories_run() -> None:
     first, second = hook({"at": "2024-01-01T00:00:00Z"}), hook({"at": "2024-01-01T00:00:00Z"})
     assert (first.label, first.tags) == ("none", [])
     assert first.tags is not second.tags  # called per instance, as __init__ would
+
+
+@attrs.frozen
+class _Polyline:
+    points: tuple[models.Point, ...] = ()
+
+
+def test_arrays_of_a_registered_hook_map_it_and_refuse_what_it_refuses() -> None:
+    """A class with a hand-written hook (``Point``) still gets a checked array hook."""
+    factory = HookFactory(_convert.converter.get_structure_hook)
+    factory.register(models.Point, point_hook())
+    hook = factory.hook(_Polyline)
+    line = hook({"points": [[1, 2], [3.5, 4]]})
+    assert line.points == (models.Point(1, 2), models.Point(3.5, 4))
+    assert all(type(point) is models.Point for point in line.points)
+    assert hook({}).points == ()
+    bad_bodies: list[dict[str, Any]] = [
+        {"points": [[1, 2], [3]]},
+        {"points": {}},  # mapped without the list check, a dict would give ()
+        {"points": [[1, "2"]]},
+    ]
+    for bad in bad_bodies:
+        with pytest.raises(FastPathMiss):
+            hook(bad)
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 7])
+def test_arrays_of_models_keep_every_element_in_order(count: int) -> None:
+    """The array hook runs the model's body inline: one element, none and many alike."""
+    factory = HookFactory(_convert.converter.get_structure_hook)
+    annotations = [
+        {"id": f"a{i}", "entity_id": "e", "confidence": i / 10, "content": str(i)}
+        for i in range(count)
+    ]
+    page = factory.hook(models.Page)({"id": "p", "annotations": annotations})
+    assert [a.id for a in page.annotations] == [f"a{i}" for i in range(count)]
+    assert all(type(a) is models.Annotation for a in page.annotations)
+    assert type(page.annotations) is tuple
+    with pytest.raises(FastPathMiss):
+        factory.hook(models.Page)({"id": "p", "annotations": [*annotations, {"id": "x"}]})
 
 
 # --- Models the generator refuses -----------------------------------------------------------
