@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -352,6 +354,38 @@ async def test_results_wait_for_a_slow_consumer_with_a_plain_iterator(
         max_ahead = max(max_ahead, pulled - yielded)
     assert yielded == 300
     assert max_ahead <= 4 + 4  # workers in flight + results waiting in the bounded outbox
+
+
+async def test_the_pool_keeps_no_result_the_consumer_has_dropped(
+    client: SendAI, sandbox: SandboxServer
+) -> None:
+    """A dropped result is freed at once, not when a worker's next request ends.
+
+    Bulk memory is the consumer's to bound; for large tasks, freeing late also costs CPU
+    (the collector keeps walking the dead result, then it is freed out of cache).
+    """
+    sandbox.latency = 0.05  # the next fetches are in flight while we look
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # freed by reference counting alone, or not at all
+    try:
+        results = aiter(
+            client.tasks.iter_many(
+                sandbox.task_ids[:6], project_id=sandbox.project_id, concurrency=1
+            )
+        )
+        first = await anext(results)
+        assert first.task is not None
+        task = weakref.ref(first.task)
+        del first
+        following = asyncio.ensure_future(anext(results))
+        await asyncio.sleep(0.01)  # the generator resumed and waits for the worker
+        assert not following.done()
+        assert task() is None
+        await following
+        await results.aclose()  # type: ignore[attr-defined]
+    finally:
+        if gc_was_enabled:
+            gc.enable()
 
 
 async def test_outbox_holds_writers_at_the_limit_and_wakes_them_in_order() -> None:
