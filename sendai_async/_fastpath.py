@@ -5,10 +5,11 @@ cattrs' generated hooks are general: one function call per field, a ``res`` dict
 large task (20 pages, 1,000 annotations, 1,360 points) that is most of the decoding time.
 Here each model gets a hook generated from its fields that checks JSON types inline and
 calls nested hooks only for nested models, plus an array hook that runs the same body
-inline in its loop (most objects of a large task are array elements). It builds the object as an instance of a plain
-*twin* class with the model's slots, filled by ordinary attribute stores, then switches
-the finished object's ``__class__`` to the model once (see ``_twin_of``): frozen attrs
-classes refuse stores, and going through their slot descriptors costs twice as much.
+inline in its loop (most objects of a large task are array elements). It builds the
+object as an instance of a plain *twin* class with the model's slots, filled by ordinary
+attribute stores, then switches the finished object's ``__class__`` to the model once
+(see ``_twin_of``): frozen attrs classes refuse stores, and going through their slot
+descriptors costs twice as much.
 Known enum values are one dict lookup, and from Python 3.11 timestamps go straight to
 ``datetime.fromisoformat``; what that refuses still reaches the converter's full parser.
 
