@@ -3,6 +3,13 @@
 Why a pool and not one coroutine per ID: memory stays proportional to ``concurrency``
 (plus one entry per distinct ID for de-duplication, which ``dedupe=False`` drops), and at
 most ``concurrency`` requests are ever in flight, whatever the number of IDs.
+
+Workers fetch; the consumer's side settles (decodes) and counts. Building a result in the
+worker and handing it over costs more than building it where it is used: the consumer
+takes results in bursts (every worker woken in one event-loop pass, then the consumer),
+so each was built out of the CPU cache's reach of where it is read and freed. Measured
+with ``benchmarks``: 15 us of CPU per small task, and on 20-page tasks the raw path went
+from 0.60x to 0.90x the floor.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from ._errors import (
 from ._models import Task
 
 T = TypeVar("T")
+U = TypeVar("U")
 R = TypeVar("R")
 
 TaskIds = Iterable[str] | AsyncIterable[str]
@@ -160,6 +168,11 @@ _DONE = _Done()
 
 
 _END: Any = object()
+
+
+def as_fetched(value: T) -> T:
+    """Settle a fetched value as it is (for ``run_pool`` calls that decode nothing)."""
+    return value
 
 
 def map_result(_index: int, key: str, value: T | None, error: SendAIError | None) -> MapResult[T]:
@@ -325,7 +338,6 @@ class _Pool(Generic[T]):
                     return
                 except SendAIError as exc:
                     error = exc
-                self.count(error)
                 # Handed on without a local name: a worker keeping its last result through
                 # its next request would free it only then, long out of the CPU cache
                 # (measured: a third more CPU per large task), instead of when the
@@ -375,7 +387,8 @@ class _Pool(Generic[T]):
 async def run_pool(
     ids: TaskIds,
     fetch: Callable[[str], Awaitable[T]],
-    make: Callable[[int, str, T | None, SendAIError | None], R],
+    settle: Callable[[T], U],
+    make: Callable[[int, str, U | None, SendAIError | None], R],
     *,
     concurrency: int,
     dedupe: bool = True,
@@ -383,9 +396,12 @@ async def run_pool(
 ) -> AsyncGenerator[R, None]:
     """Yield ``make(position, id, value, error)`` per distinct ID, in completion order.
 
-    ``position`` is where the ID was first seen in the input. A 401 or 403 stops the pool:
-    nothing new starts, in-flight requests are cancelled, and the error is raised after
-    the results that had already finished. Leaving early (``break``, ``aclose()`` or
+    Workers ``fetch`` each ID; the consumer's side turns what was fetched into ``value``
+    with ``settle`` (a decoder: see the module notes) just before handing the result on.
+    A ``SendAIError`` from either is that ID's ``error``; progress counts an ID once it is
+    settled. ``position`` is where the ID was first seen in the input. A 401 or 403 stops
+    the pool: nothing new starts, in-flight requests are cancelled, and the error is raised
+    after the results that had already finished. Leaving early (``break``, ``aclose()`` or
     cancellation) cancels every worker before returning.
     """
     if concurrency < 1:
@@ -401,7 +417,19 @@ async def run_pool(
                 return
             if isinstance(item, _Fatal):
                 raise item.error
-            yield make(*item)
-            del item  # the consumer asked for more: hold no result while waiting (see work)
+            index, task_id, fetched, error = item
+            del item
+            value: U | None = None
+            if error is None:
+                try:
+                    # Without an error the worker put what fetch returned: a T.
+                    value = settle(fetched)  # type: ignore[arg-type]
+                except SendAIError as exc:
+                    error = exc
+            del fetched
+            pool.count(error)
+            yield make(index, task_id, value, error)
+            # The consumer asked for more: hold no result while waiting (see work).
+            del value, error
     finally:
         await pool.shutdown()

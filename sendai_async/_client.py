@@ -9,7 +9,7 @@ from typing import Any, TypeVar, overload
 import aiohttp
 import attrs
 
-from ._batch import MapResult, ProgressCallback, TaskIds, map_result, run_pool
+from ._batch import MapResult, ProgressCallback, TaskIds, as_fetched, map_result, run_pool
 from ._config import (
     DEFAULT_MAX_RESPONSE_BYTES,
     RetryPolicy,
@@ -280,6 +280,7 @@ class SendAI:
         return run_pool(
             ids,
             call,
+            as_fetched,
             map_result,
             concurrency=self._requester.transport.pool_width(concurrency),
             dedupe=dedupe,

@@ -83,22 +83,30 @@ def default_user_agent() -> str:
 
 
 class RawResponse:
-    """A complete 2xx response: status, headers, body bytes and the attempts it took.
+    """A complete 2xx response: its request, status, headers, body and the attempts it took.
 
     A plain slotted class, not a frozen attrs one: one is built per request, and a frozen
-    ``__init__`` costs about a microsecond more. It never leaves the request layer.
+    ``__init__`` costs about a microsecond more. Users never see one: ``Requester.decoded``
+    turns it into the call's result (the bulk pool does that on the consumer's side).
     """
 
-    __slots__ = ("attempts", "body", "headers", "status", "url")
+    __slots__ = ("attempts", "body", "headers", "method", "status", "url")
 
     def __init__(
-        self, status: int, headers: Mapping[str, str], body: bytes, attempts: int, url: str
+        self,
+        method: str,
+        url: str,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        attempts: int,
     ) -> None:
+        self.method = method
+        self.url = url
         self.status = status
         self.headers = headers
         self.body = body
         self.attempts = attempts
-        self.url = url
 
 
 class Transport:
@@ -354,6 +362,41 @@ class Requester:
             SendAIError: a subclass describing the last failure, with ``attempts`` set.
 
         """
+        response = await self.respond(
+            method,
+            path,
+            idempotent=idempotent,
+            params=params,
+            json=json,
+            files=files,
+            timeout=timeout,
+            retry=retry,
+            recover=recover,
+        )
+        return self.decoded(response, decode)
+
+    async def respond(
+        self,
+        method: str,
+        path: str,
+        *,
+        idempotent: bool,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        files: Multipart | None = None,
+        timeout: Timeout | None = None,
+        retry: RetryPolicy | None = None,
+        recover: Recover | None = None,
+    ) -> RawResponse:
+        """Make the retried request of ``request`` and return its 2xx response undecoded.
+
+        For callers that decode elsewhere, with ``decoded``: the bulk pool decodes on the
+        consumer's side, where the result is used while it is still in the CPU cache.
+
+        Raises:
+            SendAIError: a subclass describing the last failure, with ``attempts`` set.
+
+        """
         transport = self.transport
         shown_url = transport.base_url + path
         url = URL(shown_url, encoded=True)
@@ -399,13 +442,25 @@ class Requester:
         finally:
             if files is not None:
                 files.close()
+        return response
+
+    def decoded(self, response: RawResponse, decode: Decode[T]) -> T:
+        """Decode ``response``'s body; a ``DecodeError`` gets the request's context.
+
+        Raises:
+            DecodeError: the body is not what ``decode`` expects; its message is redacted,
+                says what the body looks like if it is not JSON, and carries the method,
+                URL and attempts.
+
+        """
         try:
             return decode(response.body)
         except DecodeError as exc:
             # Decoders quote bad values (a malformed timestamp): those are server text too.
+            transport = self.transport
             exc._set_message(transport.redactor.clean(exc.message, 1000))
             transport.explain_decode_error(exc, response)
-            exc.method, exc.url, exc.attempts = method, shown_url, response.attempts
+            exc.method, exc.url, exc.attempts = response.method, response.url, response.attempts
             raise
 
 
@@ -542,7 +597,7 @@ class _Call:
             error, sent = self._failure(exc, session, number)
         else:
             if 200 <= status < 300:
-                response = RawResponse(status, headers, body, number, self.shown_url)
+                response = RawResponse(self.method, self.shown_url, status, headers, body, number)
                 # Reporting a success costs a call; skip it when nobody listens.
                 if transport.hooks.on_response or logger.isEnabledFor(logging.DEBUG):
                     await self._observe(number, started, status, headers, None)
@@ -592,7 +647,7 @@ class _Call:
             number,
             error.message,
         )
-        return RawResponse(200, {}, proof, number, self.shown_url)
+        return RawResponse(self.method, self.shown_url, 200, {}, proof, number)
 
     async def on_retry(self, number: int, delay: float, cause: SendAIError) -> None:
         """Count, log and report a retry before its backoff sleep."""

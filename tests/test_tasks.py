@@ -20,6 +20,7 @@ from aiohttp import web
 from sendai_async import (
     ConfigurationError,
     ConflictError,
+    DecodeError,
     NotFoundError,
     RateLimitError,
     ReportIssue,
@@ -449,3 +450,58 @@ async def test_sandbox_upload_wait_complete_report(
         task_ids[1], project_id=project, issues=[ReportIssue(label="total", value="wrong")]
     )
     assert sandbox.reports[task_ids[1]][0]["issues"] == [{"label": "total", "value": "wrong"}]
+
+
+# --- Bulk reads: decoded on the consumer's side, errors still per ID -------------------------
+
+
+async def _answer_by_id(request: web.Request) -> web.StreamResponse:
+    task_id = request.path.rsplit("/", 1)[-1]
+    if task_id == "bad-shape":  # JSON with a payload object, but not a task
+        return web.json_response({"payload": {"id": 5}})
+    if task_id == "not-json":  # a proxy's login page
+        return web.Response(text="<html>please log in</html>", content_type="text/html")
+    return web.json_response(task_doc(id=task_id))
+
+
+BULK_IDS = ["t1", "bad-shape", "t2", "not-json", "t3"]
+
+
+async def test_a_bad_body_in_bulk_is_its_ids_typed_error_with_context(
+    client: SendAI, server: ScriptedServer
+) -> None:
+    server.play(_answer_by_id)
+    progress: list[tuple[int, int, int | None]] = []
+    results = {
+        r.task_id: r
+        async for r in client.tasks.iter_many(
+            BULK_IDS, project_id="proj_1", concurrency=2, on_progress=lambda *a: progress.append(a)
+        )
+    }
+    assert sorted(results) == sorted(BULK_IDS)
+    assert [results[i].task.id for i in ("t1", "t2", "t3")] == ["t1", "t2", "t3"]  # type: ignore[union-attr]
+    for bad in ("bad-shape", "not-json"):
+        error = results[bad].error
+        assert isinstance(error, DecodeError)
+        assert results[bad].task is None
+        assert error.method == "GET"
+        assert error.url is not None
+        assert error.url.endswith(f"/task/{bad}")
+        assert error.attempts == 1
+    assert "payload.id" in str(results["bad-shape"].error)
+    assert "text/html" in str(results["not-json"].error)
+    # Progress counts an ID once decoded: the two bad bodies are failures, not successes.
+    assert progress[-1] == (3, 2, 5)
+    assert len(progress) == 5
+
+
+async def test_raw_bulk_reads_accept_any_payload_object_and_get_many_keeps_order(
+    client: SendAI, server: ScriptedServer
+) -> None:
+    server.play(_answer_by_id)
+    raw = {r.task_id: r async for r in client.tasks.iter_many_raw(BULK_IDS, project_id="proj_1")}
+    assert raw["bad-shape"].payload == {"id": 5}
+    assert isinstance(raw["not-json"].error, DecodeError)
+    batch = await client.tasks.get_many(BULK_IDS, project_id="proj_1", concurrency=3)
+    assert [r.task_id for r in batch.results] == BULK_IDS
+    assert [r.ok for r in batch.results] == [True, False, True, False, True]

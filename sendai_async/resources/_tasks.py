@@ -25,7 +25,7 @@ from .._batch import (
 from .._config import RetryPolicy, Timeout, coerce_timeout
 from .._convert import decode_payload_object, decode_task
 from .._errors import APIStatusError, ConfigurationError, SendAIError, WaitTimeoutError
-from .._http import Decode, Requester
+from .._http import Decode, RawResponse, Requester
 from .._models import ReportIssue, Task, TaskStatus
 from .._paths import project_path
 
@@ -63,8 +63,7 @@ class Tasks:
         retry: RetryPolicy | None = None,
     ) -> Coroutine[Any, Any, T]:
         # Returns the request's coroutine rather than awaiting it: one coroutine level less
-        # on every bulk fetch. A bad ID still raises ConfigurationError at the call, which
-        # the bulk pool and the awaiting public methods report alike.
+        # per read. A bad ID raises ConfigurationError at the call.
         return self._requester.request(
             "GET",
             self._path(task_id, project_id, team_id),
@@ -72,6 +71,16 @@ class Tasks:
             idempotent=True,
             timeout=coerce_timeout(timeout),
             retry=retry,
+        )
+
+    def _respond(
+        self, task_id: str, *, project_id: str, team_id: str | None, timeout: Timeout | None
+    ) -> Coroutine[Any, Any, RawResponse]:
+        # The bulk pool's fetch: the request's own coroutine (one level less per ID), its
+        # body left for the pool to decode. A bad ID raises ConfigurationError at the call,
+        # which the pool reports as that ID's error.
+        return self._requester.respond(
+            "GET", self._path(task_id, project_id, team_id), idempotent=True, timeout=timeout
         )
 
     async def get(
@@ -138,16 +147,14 @@ class Tasks:
         on_progress: ProgressCallback | None,
         timeout: Timeout | float | None,
     ) -> AsyncGenerator[R, None]:
+        # Workers only fetch; the pool decodes on the consumer's side (see _batch).
         fetch = functools.partial(
-            self._get,
-            project_id=project_id,
-            team_id=team_id,
-            timeout=coerce_timeout(timeout),
-            decode=decode,
+            self._respond, project_id=project_id, team_id=team_id, timeout=coerce_timeout(timeout)
         )
         return run_pool(
             task_ids,
             fetch,
+            functools.partial(self._requester.decoded, decode=decode),
             make,
             concurrency=self._requester.transport.pool_width(concurrency),
             dedupe=dedupe,
