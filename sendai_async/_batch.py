@@ -8,7 +8,7 @@ Workers fetch; the consumer's side settles (decodes) and counts. Building a resu
 worker and handing it over costs more than building it where it is used: the consumer
 takes results in bursts (every worker woken in one event-loop pass, then the consumer),
 so each was built out of the CPU cache's reach of where it is read and freed. Measured
-with ``benchmarks``: 15 us of CPU per small task, and on 20-page tasks the raw path went
+with ``benchmarks``: 15 µs of CPU per small task, and on 20-page tasks the raw path went
 from 0.60x to 0.90x the floor.
 """
 
@@ -338,10 +338,9 @@ class _Pool(Generic[T]):
                     return
                 except SendAIError as exc:
                     error = exc
-                # Handed on without a local name: a worker keeping its last result through
-                # its next request would free it only then, long out of the CPU cache
-                # (measured: a third more CPU per large task), instead of when the
-                # consumer drops it.
+                # Handed on without a local name: a worker keeping its last result (a
+                # whole body) through its next request would hold it for nothing and free
+                # it long out of the CPU cache, instead of the consumer freeing it at once.
                 if len(self.out) < self.out_limit:
                     self.out.put_nowait((index, task_id, value, error))
                 else:  # the consumer is behind: wait for room (backpressure)

@@ -185,8 +185,9 @@ class Tasks:
             concurrency: Requests in flight at most.
             dedupe: Fetch and report a repeated ID once. Costs one set entry per distinct
                 ID; pass ``False`` for sources known to be unique to keep memory constant.
-            on_progress: Called as ``on_progress(done, failed, total)`` after each ID;
-                ``total`` is ``None`` when ``task_ids`` has no length.
+            on_progress: Called as ``on_progress(done, failed, total)`` as each ID's
+                result is handed on (decoded: a body that does not decode counts as
+                failed); ``total`` is ``None`` when ``task_ids`` has no length.
             timeout: Overrides the per-attempt ``Timeout`` of every request.
 
         Raises:
