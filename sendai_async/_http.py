@@ -83,28 +83,29 @@ def default_user_agent() -> str:
 
 
 class RawResponse:
-    """A complete 2xx response: its request, status, headers, body and the attempts it took.
+    """A complete 2xx response: its request, status, content type, body and attempts.
 
     A plain slotted class, not a frozen attrs one: one is built per request, and a frozen
     ``__init__`` costs about a microsecond more. Users never see one: ``Requester.decoded``
-    turns it into the call's result (the bulk pool does that on the consumer's side).
+    turns it into the call's result (the bulk pool does that on the consumer's side, so
+    this keeps only what decoding needs, not the response's headers).
     """
 
-    __slots__ = ("attempts", "body", "headers", "method", "status", "url")
+    __slots__ = ("attempts", "body", "content_type", "method", "status", "url")
 
     def __init__(
         self,
         method: str,
         url: str,
         status: int,
-        headers: Mapping[str, str],
+        content_type: str,
         body: bytes,
         attempts: int,
     ) -> None:
         self.method = method
         self.url = url
         self.status = status
-        self.headers = headers
+        self.content_type = content_type
         self.body = body
         self.attempts = attempts
 
@@ -281,7 +282,7 @@ class Transport:
 
     def explain_decode_error(self, error: DecodeError, response: RawResponse) -> None:
         """Say what a body that is not JSON looks like: a login page, a proxy's error."""
-        content_type = response.headers.get("Content-Type", "")
+        content_type = response.content_type
         if "json" in content_type.lower():
             return
         snippet = self.redactor.clean_bytes(response.body[:_SNIPPET_LIMIT], _SNIPPET_LIMIT)
@@ -597,7 +598,14 @@ class _Call:
             error, sent = self._failure(exc, session, number)
         else:
             if 200 <= status < 300:
-                response = RawResponse(self.method, self.shown_url, status, headers, body, number)
+                response = RawResponse(
+                    self.method,
+                    self.shown_url,
+                    status,
+                    headers.get("Content-Type", ""),
+                    body,
+                    number,
+                )
                 # Reporting a success costs a call; skip it when nobody listens.
                 if transport.hooks.on_response or logger.isEnabledFor(logging.DEBUG):
                     await self._observe(number, started, status, headers, None)
@@ -647,7 +655,7 @@ class _Call:
             number,
             error.message,
         )
-        return RawResponse(self.method, self.shown_url, 200, {}, proof, number)
+        return RawResponse(self.method, self.shown_url, 200, "application/json", proof, number)
 
     async def on_retry(self, number: int, delay: float, cause: SendAIError) -> None:
         """Count, log and report a retry before its backoff sleep."""
