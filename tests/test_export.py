@@ -40,6 +40,7 @@ class Workers:
         for number in range(count):
             command = [sys.executable, "-m", "sendai_async", "worker", "--broker", self.broker]
             command += ["--concurrency", str(concurrency), "--hostname", f"w{number}@test"]
+            command += ["--loglevel", "INFO"]  # receipts and results, for a failure's report
             with (self.log_dir / f"worker{len(self.processes)}.log").open("wb") as log:
                 worker = subprocess.Popen(
                     command,
@@ -115,6 +116,26 @@ def _done_chunks(out: Path) -> set[str]:
     return {p.name for p in out.glob("part-*.json")}
 
 
+def _broker_report(broker: str, workers: Workers) -> str:
+    """What a stalled redelivery looks like from Redis and the workers (for a failure)."""
+    import redis  # noqa: PLC0415 -- only when a test failed
+
+    client = redis.Redis.from_url(broker)
+    try:
+        lines = [
+            f"now={time.time():.1f}",
+            f"queue length={client.llen('sendai-export')}",
+            f"unacked_index={client.zrange('unacked_index', 0, -1, withscores=True)}",
+            f"unacked_mutex={client.get('unacked_mutex')!r} ttl={client.ttl('unacked_mutex')}",
+        ]
+    finally:
+        client.close()
+    for log in sorted(workers.log_dir.glob("worker*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-15:]
+        lines += [f"--- {log.name}", *tail]
+    return "\n".join(lines)
+
+
 def test_a_killed_worker_loses_nothing_and_the_fleet_honours_one_429_window(
     sandbox: SandboxServer,
     workers: Workers,
@@ -152,7 +173,7 @@ def test_a_killed_worker_loses_nothing_and_the_fleet_honours_one_429_window(
     elapsed = time.monotonic() - started
     killer.join(5)
 
-    assert code == 0
+    assert code == 0, _broker_report(redis_server.url, workers)
     fetched, failed = read_output(out)
     assert failed == []
     assert sorted(fetched) == sandbox.task_ids  # every ID exactly once
