@@ -249,6 +249,7 @@ async def _export(args: argparse.Namespace, out_dir: Path, broker: str) -> int:
         make_app,
         run_export,
     )
+    from ..export._driver import REDISPATCH_AFTER  # noqa: PLC0415
     from ._progress import Progress  # noqa: PLC0415
 
     app = make_app(broker)
@@ -278,6 +279,7 @@ async def _export(args: argparse.Namespace, out_dir: Path, broker: str) -> int:
                 coordinator_url=broker,
                 progress=bar,
                 give_up_after=args.give_up_after,
+                redispatch_after=args.redispatch_after or REDISPATCH_AFTER,
             )
     except ExportInputError as exc:
         raise UsageError(str(exc)) from None
@@ -464,6 +466,14 @@ def _add_export_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         type=_positive_float,
         metavar="SECONDS",
         help="stop waiting (exit 1, resumable) when no chunk finished for this long",
+    )
+    export.add_argument(
+        "--redispatch-after",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="send unfinished chunks again when none finished for this long (a worker "
+        "killed at the wrong moment can lose its chunk's message); default: twice the "
+        "broker's visibility timeout",
     )
     export.add_argument("--no-progress", action="store_true")
     export.set_defaults(handler=_cmd_export)

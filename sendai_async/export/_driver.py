@@ -5,6 +5,13 @@ The driver holds no result backend: a chunk is done when its summary file
 ``manifest.json`` records the export's settings and each chunk's IDs digest; running the
 same command again skips finished chunks and dispatches the rest again (a chunk still
 queued from the first run may then run twice, which is safe: chunks are idempotent).
+
+A chunk message can also be lost for good: kombu's Redis transport pops a message off the
+queue (BRPOP) before it records it as unacknowledged, so a worker killed between the two
+takes it with it, and no visibility timeout brings it back. The driver covers that: when
+no chunk has finished for ``redispatch_after`` seconds (by default twice the broker's
+visibility timeout, past any redelivery the broker would make), it sends the pending
+chunks again.
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ from typing import Any
 import attrs
 import orjson
 
+from ._app import VISIBILITY_TIMEOUT
 from ._chunk import Chunk, part_paths
 
 MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
 _POLL = 0.2
+REDISPATCH_AFTER = 2.0 * VISIBILITY_TIMEOUT
 
 
 class ExportInputError(Exception):
@@ -45,6 +54,7 @@ class ExportSummary:
     failed: int = 0
     skipped_chunks: int = 0
     dispatched: int = 0
+    redispatched: int = 0
     requests: int = 0
     retries: int = 0
     workers: set[str] = attrs.Factory(set)
@@ -55,7 +65,7 @@ class ExportSummary:
         rate = self.fetched / self.elapsed if self.elapsed > 0 else 0.0
         return [
             f"chunks    {self.chunks} ({self.skipped_chunks} already done, "
-            f"{self.dispatched} dispatched)",
+            f"{self.dispatched} dispatched, {self.redispatched} sent again)",
             f"fetched   {self.fetched}",
             f"failed    {self.failed}",
             f"requests  {self.requests} ({self.retries} retries) by {len(self.workers)} "
@@ -139,6 +149,7 @@ async def run_export(
     coordinator_url: str | None,
     progress: Any = None,
     give_up_after: float | None = None,
+    redispatch_after: float | None = REDISPATCH_AFTER,
 ) -> ExportSummary:
     """Plan and dispatch chunks as IDs arrive, then wait for every chunk to finish.
 
@@ -147,12 +158,14 @@ async def run_export(
     as they fill up, so a listing streams into the workers in constant driver memory
     otherwise. With ``give_up_after``, waiting stops with ``ExportStalledError`` when no
     chunk finished for that many seconds (no worker running, say); by default it waits.
+    With ``redispatch_after`` (``None``: never), pending chunks are sent again whenever no
+    chunk finished for that long (see the module notes); chunks are idempotent.
     """
     summary = ExportSummary()
     started = time.monotonic()
     settings = {"project_id": project_id, "team_id": team_id, "chunk_size": chunk_size}
     manifest = Manifest(out_dir / MANIFEST, settings)
-    pending: set[int] = set()
+    pending: dict[int, dict[str, Any]] = {}  # index -> its message, until it is done
 
     def dispatch(index: int, chunk_ids: list[str]) -> None:
         manifest.check(index, _digest(chunk_ids), len(chunk_ids))
@@ -170,10 +183,11 @@ async def run_export(
             rate_limit=rate_limit,
             coordinator_url=coordinator_url,
         )
-        send(chunk.to_message())
+        message = chunk.to_message()
+        send(message)
         manifest.mark(index, "dispatched")
         summary.dispatched += 1
-        pending.add(index)
+        pending[index] = message
 
     batch: list[str] = []
     index = 0
@@ -186,7 +200,9 @@ async def run_export(
     if batch:
         dispatch(index, batch)
     manifest.save(state="running")
-    await _wait(out_dir, pending, manifest, summary, progress, give_up_after)
+    await _wait(
+        out_dir, pending, manifest, summary, progress, give_up_after, send, redispatch_after
+    )
     summary.elapsed = time.monotonic() - started
     _merge_errors(out_dir, summary.chunks)
     manifest.save(
@@ -200,32 +216,41 @@ async def run_export(
 
 async def _wait(
     out_dir: Path,
-    pending: set[int],
+    pending: dict[int, dict[str, Any]],
     manifest: Manifest,
     summary: ExportSummary,
     progress: Any,
     give_up_after: float | None,
+    send: Any,
+    redispatch_after: float | None,
 ) -> None:
     """Poll for chunk summaries until every chunk is done; tally them all."""
     for key in manifest.chunks:
         index = int(key)
         if index not in pending:
             _tally(part_paths(out_dir, index)[2], summary, manifest, index)
-    last_progress = time.monotonic()
+    last_progress = last_sent = time.monotonic()
     while pending:
         for index in sorted(pending):
             summary_path = part_paths(out_dir, index)[2]
             if summary_path.exists():
-                pending.discard(index)
+                del pending[index]
                 _tally(summary_path, summary, manifest, index)
                 last_progress = time.monotonic()
-        if give_up_after is not None and time.monotonic() - last_progress > give_up_after:
+        now = time.monotonic()
+        if give_up_after is not None and now - last_progress > give_up_after:
             manifest.save(state="stalled")
             raise ExportStalledError(
                 f"no chunk finished for {give_up_after:.0f} s ({len(pending)} of "
                 f"{summary.chunks} still pending); are workers running? Run the same "
                 "command again to resume"
             )
+        if redispatch_after is not None and now - max(last_progress, last_sent) > redispatch_after:
+            # Nothing finished for longer than any redelivery takes: a message may be lost.
+            for message in pending.values():
+                send(message)
+            summary.redispatched += len(pending)
+            last_sent = now
         if progress is not None:
             progress.update(summary.fetched, summary.failed)
         if pending:
