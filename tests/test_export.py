@@ -7,6 +7,7 @@ each request arrived.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -336,3 +337,43 @@ async def test_without_redispatch_a_lost_chunk_stalls_the_export(
             give_up_after=0.2,
             redispatch_after=None,
         )
+
+
+async def test_slow_chunks_are_sent_again_at_most_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks that are slow, not lost (a tight rate limit): one extra message each at most."""
+    monkeypatch.setattr(_driver, "_POLL", 0.01)
+    sent: list[int] = []
+
+    def send(message: dict[str, object]) -> None:
+        index = message["index"]
+        assert isinstance(index, int)
+        sent.append(index)
+
+    async def slow_worker() -> None:
+        # One chunk finishes every 0.15 s, slower than redispatch_after.
+        for index in range(5):
+            await asyncio.sleep(0.15)
+            tasks, errors, summary = part_paths(tmp_path, index)
+            tasks.write_bytes(b"")
+            errors.write_bytes(b"")
+            summary.write_bytes(orjson.dumps({"fetched": 2, "failed": 0}))
+
+    worker = asyncio.ensure_future(slow_worker())
+    result = await run_export(
+        send,
+        [f"task_{i}" for i in range(10)],
+        project_id="proj_1",
+        team_id=None,
+        out_dir=tmp_path,
+        chunk_size=2,
+        rate_limit=None,
+        coordinator_url=None,
+        give_up_after=5,
+        redispatch_after=0.05,
+    )
+    await worker
+    assert result.fetched == 10
+    assert max(sent.count(index) for index in range(5)) <= 2
+    assert result.redispatched == len(sent) - 5

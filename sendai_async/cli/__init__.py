@@ -472,8 +472,8 @@ def _add_export_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         type=_positive_float,
         metavar="SECONDS",
         help="send unfinished chunks again when none finished for this long (a worker "
-        "killed at the wrong moment can lose its chunk's message); default: twice the "
-        "broker's visibility timeout",
+        "killed at the wrong moment can lose its chunk's message), each at most once; "
+        "default 60",
     )
     export.add_argument("--no-progress", action="store_true")
     export.set_defaults(handler=_cmd_export)

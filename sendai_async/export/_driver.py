@@ -9,9 +9,9 @@ queued from the first run may then run twice, which is safe: chunks are idempote
 A chunk message can also be lost for good: kombu's Redis transport pops a message off the
 queue (BRPOP) before it records it as unacknowledged, so a worker killed between the two
 takes it with it, and no visibility timeout brings it back. The driver covers that: when
-no chunk has finished for ``redispatch_after`` seconds (by default twice the broker's
-visibility timeout, past any redelivery the broker would make), it sends the pending
-chunks again.
+no chunk has finished for ``redispatch_after`` seconds (by default 60, twice the export
+app's visibility timeout, past any redelivery the broker would make), it sends each
+pending chunk again, once.
 """
 
 from __future__ import annotations
@@ -155,11 +155,12 @@ async def run_export(
 
     ``send(message)`` dispatches one chunk message (Celery's ``send_task`` in production).
     IDs are de-duplicated (one set entry per distinct ID); chunks are dispatched as soon
-    as they fill up, so a listing streams into the workers in constant driver memory
-    otherwise. With ``give_up_after``, waiting stops with ``ExportStalledError`` when no
-    chunk finished for that many seconds (no worker running, say); by default it waits.
-    With ``redispatch_after`` (``None``: never), pending chunks are sent again whenever no
-    chunk finished for that long (see the module notes); chunks are idempotent.
+    as they fill up; besides that set the driver holds the messages of unfinished chunks.
+    With ``give_up_after``, waiting stops with ``ExportStalledError`` when no chunk
+    finished for that many seconds (no worker running, say); by default it waits.
+    With ``redispatch_after`` (``None``: never), pending chunks are sent again, each at most
+    once, when no chunk finished for that long (see the module notes); chunks are
+    idempotent. The driver keeps each pending chunk's message for that.
     """
     summary = ExportSummary()
     started = time.monotonic()
@@ -230,6 +231,7 @@ async def _wait(
         if index not in pending:
             _tally(part_paths(out_dir, index)[2], summary, manifest, index)
     last_progress = last_sent = time.monotonic()
+    sent_again: set[int] = set()
     while pending:
         for index in sorted(pending):
             summary_path = part_paths(out_dir, index)[2]
@@ -247,9 +249,13 @@ async def _wait(
             )
         if redispatch_after is not None and now - max(last_progress, last_sent) > redispatch_after:
             # Nothing finished for longer than any redelivery takes: a message may be lost.
-            for message in pending.values():
-                send(message)
-            summary.redispatched += len(pending)
+            # Each chunk is sent again at most once, so chunks that are only slow (a tight
+            # rate limit) cost at most one extra message and one duplicate run each.
+            again = [index for index in pending if index not in sent_again]
+            for index in again:
+                send(pending[index])
+            sent_again.update(again)
+            summary.redispatched += len(again)
             last_sent = now
         if progress is not None:
             progress.update(summary.fetched, summary.failed)
