@@ -274,7 +274,8 @@ class SendAI:
             ids: The IDs.
             concurrency: Calls in flight at most (capped at ``max_connections``).
             dedupe: Call once per distinct ID.
-            on_progress: Called as ``on_progress(done, failed, total)`` after each ID.
+            on_progress: Called as ``on_progress(done, failed, total)`` as each result is
+                handed on.
 
         """
         return run_pool(

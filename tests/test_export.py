@@ -14,14 +14,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
 from sendai_async.cli import main
-from sendai_async.export import ExportStalledError, _driver, run_export
+from sendai_async.export import ExportStalledError, ExportSummary, _driver, run_export
 from sendai_async.export._chunk import part_paths
 from sendai_async.testing import SandboxServer
 
@@ -282,6 +282,38 @@ def test_export_mistakes_are_one_line_exit_2_and_dispatch_nothing(
     assert not list(tmp_path.glob("manifest.json"))  # nothing planned, nothing dispatched
 
 
+def _finish_part(out: Path, index: int, fetched: int) -> None:
+    """Write a chunk's files as a worker that finished it would."""
+    tasks, errors, summary = part_paths(out, index)
+    tasks.write_bytes(b"")
+    errors.write_bytes(b"")
+    summary.write_bytes(orjson.dumps({"fetched": fetched, "failed": 0}))
+
+
+async def _drive(
+    send: Callable[[dict[str, object]], None],
+    ids: list[str],
+    out: Path,
+    *,
+    chunk_size: int,
+    give_up_after: float,
+    redispatch_after: float | None,
+) -> ExportSummary:
+    """Run the export driver alone: ``send`` stands in for the broker and the workers."""
+    return await run_export(
+        send,
+        ids,
+        project_id="proj_1",
+        team_id=None,
+        out_dir=out,
+        chunk_size=chunk_size,
+        rate_limit=None,
+        coordinator_url=None,
+        give_up_after=give_up_after,
+        redispatch_after=redispatch_after,
+    )
+
+
 async def test_the_driver_sends_again_a_chunk_whose_message_was_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -298,23 +330,10 @@ async def test_the_driver_sends_again_a_chunk_whose_message_was_lost(
             return  # lost with the worker that popped it
         chunk_ids = message["ids"]
         assert isinstance(chunk_ids, list)
-        tasks, errors, summary = part_paths(tmp_path, index)
-        tasks.write_bytes(b"")
-        errors.write_bytes(b"")
-        summary.write_bytes(orjson.dumps({"fetched": len(chunk_ids), "failed": 0}))
+        _finish_part(tmp_path, index, len(chunk_ids))
 
-    result = await run_export(
-        send,
-        [f"task_{i}" for i in range(30)],
-        project_id="proj_1",
-        team_id=None,
-        out_dir=tmp_path,
-        chunk_size=10,
-        rate_limit=None,
-        coordinator_url=None,
-        give_up_after=5,
-        redispatch_after=0.1,
-    )
+    ids = [f"task_{i}" for i in range(30)]
+    result = await _drive(send, ids, tmp_path, chunk_size=10, give_up_after=5, redispatch_after=0.1)
     assert sorted(sent) == [0, 1, 1, 2]  # only the lost chunk went out twice
     assert (result.fetched, result.redispatched) == (30, 1)
     assert orjson.loads((tmp_path / "manifest.json").read_bytes())["state"] == "complete"
@@ -325,15 +344,11 @@ async def test_without_redispatch_a_lost_chunk_stalls_the_export(
 ) -> None:
     monkeypatch.setattr(_driver, "_POLL", 0.01)
     with pytest.raises(ExportStalledError, match="1 of 1 still pending"):
-        await run_export(
-            lambda _message: None,  # every message lost
+        await _drive(  # every message lost
+            lambda _message: None,
             ["task_1"],
-            project_id="proj_1",
-            team_id=None,
-            out_dir=tmp_path,
+            tmp_path,
             chunk_size=10,
-            rate_limit=None,
-            coordinator_url=None,
             give_up_after=0.2,
             redispatch_after=None,
         )
@@ -355,24 +370,11 @@ async def test_slow_chunks_are_sent_again_at_most_once(
         # One chunk finishes every 0.15 s, slower than redispatch_after.
         for index in range(5):
             await asyncio.sleep(0.15)
-            tasks, errors, summary = part_paths(tmp_path, index)
-            tasks.write_bytes(b"")
-            errors.write_bytes(b"")
-            summary.write_bytes(orjson.dumps({"fetched": 2, "failed": 0}))
+            _finish_part(tmp_path, index, 2)
 
     worker = asyncio.ensure_future(slow_worker())
-    result = await run_export(
-        send,
-        [f"task_{i}" for i in range(10)],
-        project_id="proj_1",
-        team_id=None,
-        out_dir=tmp_path,
-        chunk_size=2,
-        rate_limit=None,
-        coordinator_url=None,
-        give_up_after=5,
-        redispatch_after=0.05,
-    )
+    ids = [f"task_{i}" for i in range(10)]
+    result = await _drive(send, ids, tmp_path, chunk_size=2, give_up_after=5, redispatch_after=0.05)
     await worker
     assert result.fetched == 10
     assert max(sent.count(index) for index in range(5)) <= 2
